@@ -48,6 +48,7 @@ class Backend(Strict):
     password_env: str | None = Field(None, description="Env var holding the service password.")
     password_file: Path | None = Field(None, description="File holding the service password (first line).")
     data_dir: Path | None = Field(None, description="Data directory of the embedded server (default: the user's data dir).")
+    database: str = Field("postgres", description='With dsn "embedded": the database clients connect to (created if missing).')
     tls: BackendTls | None = Field(None, description="TLS to the backend.")
     connect_timeout: float = Field(10.0, gt=0, description="Seconds to wait for the backend.")
 

@@ -1,0 +1,80 @@
+"""The ``pgveil`` command line: serve, demo, passwd, schema, --version."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+
+from rewrite.policy import ConfigError
+
+from . import __version__
+
+
+def _cmd_serve(args) -> int:
+    from .config import load_config
+    from .runner import install_event_loop_policy, serve
+
+    try:
+        config = load_config(args.config)
+        install_event_loop_policy()
+        asyncio.run(serve(config, on_ready=lambda p: print(f"pgveil: listening on {config.listen.host}:{p.port}", flush=True)))
+    except ConfigError as exc:
+        print(f"pgveil: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_passwd(args) -> int:
+    from .auth import make_verifier
+
+    password = args.password
+    if password is None:
+        if sys.stdin.isatty():
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Again: ") != password:
+                print("pgveil: passwords do not match", file=sys.stderr)
+                return 1
+        else:
+            password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("pgveil: empty password", file=sys.stderr)
+        return 1
+    print(make_verifier(password, iterations=args.iterations))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(port=args.port, data_dir=args.data_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pgveil", description="A data-governance proxy for PostgreSQL.")
+    parser.add_argument("--version", action="version", version=f"pgveil {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug information")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the proxy")
+    p.add_argument("--config", "-c", required=True, help="path of the pgveil YAML config")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("passwd", help="print a SCRAM-SHA-256 verifier for a password (read from the terminal or stdin)")
+    p.add_argument("--password", help="the password (prefer the prompt or stdin: arguments show in ps)")
+    p.add_argument("--iterations", type=int, default=4096)
+    p.set_defaults(func=_cmd_passwd)
+
+    p = sub.add_parser("demo", help="start a bundled PostgreSQL with a clinic dataset and the proxy")
+    p.add_argument("--port", type=int, default=6432)
+    p.add_argument("--data-dir", default=None, help="where the demo's PostgreSQL lives (default: the user's data dir)")
+    p.set_defaults(func=_cmd_demo)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Turn a validated Config into a running Proxy, and run it until a signal.
+
+Resolves the backend (an external DSN or the embedded server), reads secrets
+from env vars or files, prepares TLS contexts and user verifiers, then serves
+until SIGTERM/SIGINT, shutting down gracefully.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import ssl
+
+from rewrite.policy import ConfigError
+
+from .auth import BadVerifier, Verifier, parse_verifier, verifier_from_secret
+from .config import Config
+from .dsn import BackendTarget, parse_dsn
+from .server import Proxy, ServerSettings
+
+log = logging.getLogger("pgveil")
+
+
+def user_verifiers(config: Config) -> dict[str, Verifier]:
+    """Each user's SCRAM verifier; a user whose secret is missing cannot log in (logged)."""
+    out: dict[str, Verifier] = {}
+    for name, user in config.users.items():
+        secret = user.password
+        if secret is None and user.password_env:
+            secret = os.environ.get(user.password_env)
+            if secret is None:
+                log.warning("user %s: environment variable %s is not set; the user cannot log in", name, user.password_env)
+                continue
+        try:
+            out[name] = parse_verifier(secret) if secret.startswith("SCRAM-SHA-256$") else verifier_from_secret(secret)
+        except BadVerifier as exc:
+            log.warning("user %s: %s; the user cannot log in", name, exc)
+    return out
+
+
+def backend_target(config: Config) -> tuple[BackendTarget, str | None]:
+    """Where the backend is and the service password, starting the embedded server if asked."""
+    b = config.backend
+    if b.dsn == "embedded":
+        from .embedded import ensure_embedded
+
+        info = ensure_embedded(b.data_dir, databases=[b.database])
+        return BackendTarget(info.host, info.port, info.service_user, b.database), info.service_password
+    target = parse_dsn(b.dsn)
+    return target, b.password()
+
+
+def client_tls_context(config: Config) -> ssl.SSLContext | None:
+    tls = config.listen.tls
+    if tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(str(tls.cert), str(tls.key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"listen.tls: cannot load certificate/key: {exc}") from None
+    return ctx
+
+
+def backend_tls_context(config: Config, target: BackendTarget) -> ssl.SSLContext | None:
+    tls = config.backend.tls
+    mode = tls.mode if tls else target.sslmode
+    if mode == "disable":
+        return None
+    ctx = ssl.create_default_context(cafile=str(tls.ca) if tls and tls.ca else None)
+    if mode in ("prefer", "require", "allow"):
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif mode == "verify-ca":
+        ctx.check_hostname = False
+    return ctx
+
+
+def build_settings(config: Config) -> ServerSettings:
+    target, password = backend_target(config)
+    listen = config.listen
+    return ServerSettings(
+        host=listen.host,
+        port=listen.port,
+        target=target,
+        backend_password=password,
+        users=user_verifiers(config),
+        tls=client_tls_context(config),
+        backend_tls=backend_tls_context(config, target),
+        max_connections=listen.max_connections,
+        max_message_size=listen.max_message_size,
+        auth_timeout=listen.auth_timeout,
+        connect_timeout=config.backend.connect_timeout,
+    )
+
+
+def install_event_loop_policy() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve(config: Config, settings: ServerSettings | None = None, on_ready=None) -> None:
+    """Run the proxy until SIGTERM or SIGINT, then shut down gracefully."""
+    settings = settings or build_settings(config)
+    proxy = Proxy(settings)
+    await proxy.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("pgveil listening on %s:%d, backend %s:%d/%s", settings.host, proxy.port, settings.target.host,
+             settings.target.port, settings.target.database)
+    if on_ready is not None:
+        on_ready(proxy)
+    await stop.wait()
+    log.info("shutting down: waiting up to %.0fs for in-flight statements", config.listen.shutdown_grace)
+    await proxy.shutdown(config.listen.shutdown_grace)

@@ -1,0 +1,351 @@
+"""All of pgveil's socket I/O: accept clients, open backends, relay, shut down.
+
+Every protocol decision is made by ``session.Session``; this module carries out
+its commands with asyncio Protocols (on uvloop when available), applies
+backpressure in both directions (a slow reader pauses the other side's reads),
+enforces connection and time limits, and forwards cancel requests.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import ssl
+from dataclasses import dataclass
+
+from .auth import Verifier
+from .backend_auth import BackendAuthError, BackendHandshake
+from .dsn import BackendTarget
+from .session import commands as cmd
+from .session import events as ev
+from .session import Session, SessionSettings, State
+from .wire import backend as be
+from .wire.startup import CancelRequest, SSLRequest
+
+log = logging.getLogger("pgveil.server")
+
+# Bytes a transport may buffer before the other side's reads pause.
+WRITE_HIGH_WATER = 512 * 1024
+WRITE_LOW_WATER = 128 * 1024
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str
+    port: int
+    target: BackendTarget
+    backend_password: str | None
+    users: dict[str, Verifier]
+    tls: ssl.SSLContext | None = None
+    backend_tls: ssl.SSLContext | None = None
+    max_connections: int = 200
+    max_message_size: int = 64 * 1024 * 1024
+    auth_timeout: float = 30.0
+    connect_timeout: float = 10.0
+
+
+class BackendProtocol(asyncio.Protocol):
+    """The link to one backend session: handshake first, then a relay."""
+
+    def __init__(self, handshake: BackendHandshake) -> None:
+        self.handshake = handshake
+        self.transport: asyncio.Transport | None = None
+        self.client: ClientConnection | None = None
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._ssl_answer: asyncio.Future | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+
+    def expect_ssl_answer(self) -> asyncio.Future:
+        self._ssl_answer = asyncio.get_running_loop().create_future()
+        return self._ssl_answer
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is not None:
+            client.on_backend_data(data)
+            return
+        if self._ssl_answer is not None and not self._ssl_answer.done():
+            self._ssl_answer.set_result(data[:1])
+            return
+        try:
+            reply = self.handshake.feed(data)
+        except BackendAuthError as exc:
+            if not self.ready.done():
+                self.ready.set_exception(exc)
+            return
+        if reply:
+            self.transport.write(reply)
+        if self.handshake.done and not self.ready.done():
+            self.ready.set_result(self.handshake)
+
+    def connection_lost(self, exc) -> None:
+        if self.client is not None:
+            self.client.on_backend_closed()
+        for fut in (self.ready, self._ssl_answer):
+            if fut is not None and not fut.done():
+                fut.set_exception(BackendAuthError("the backend closed the connection during startup"))
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client is not None and not self.client.closed:
+            self.client.transport.resume_reading()
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: feeds its Session and carries out the commands."""
+
+    def __init__(self, proxy: "Proxy") -> None:
+        self.proxy = proxy
+        self.transport: asyncio.Transport | None = None
+        self.backend: BackendProtocol | None = None
+        self.session: Session | None = None
+        self.closed = False
+        self.peer = None
+        self._auth_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        proxy = self.proxy
+        if len(proxy.connections) >= proxy.settings.max_connections or proxy.closing:
+            why = "sorry, too many clients already" if not proxy.closing else "the database system is shutting down"
+            code = "53300" if not proxy.closing else "57P03"
+            transport.write(be.error(code, why, severity="FATAL"))
+            transport.close()
+            self.closed = True
+            return
+        pid, key = proxy.new_cancel_key(self)
+        self.session = Session(proxy.session_settings, pid, key)
+        proxy.connections.add(self)
+        self._auth_timer = asyncio.get_running_loop().call_later(proxy.settings.auth_timeout, self._auth_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.session is not None:
+            self._apply(self.session.handle(ev.ClientDataReceived(data)))
+
+    def connection_lost(self, exc) -> None:
+        if self.session is not None:
+            session = self.session
+            if session.state is State.READY and session.in_flight and self.backend is not None:
+                # The client vanished mid-query: stop the work it started.
+                self.proxy.cancel_backend(session)
+            self._apply(session.handle(ev.ClientClosed()))
+        self._close()
+
+    def pause_writing(self) -> None:
+        if self.backend is not None and self.backend.transport is not None:
+            self.backend.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.backend is not None and self.backend.transport is not None and not self.backend.transport.is_closing():
+            self.backend.transport.resume_reading()
+
+    # -- from the backend ---------------------------------------------------------
+
+    def on_backend_data(self, data: bytes) -> None:
+        self._apply(self.session.handle(ev.BackendDataReceived(data)))
+
+    def on_backend_closed(self) -> None:
+        if not self.closed:
+            self._apply(self.session.handle(ev.BackendClosed()))
+
+    # -- commands -----------------------------------------------------------------
+
+    def _apply(self, commands: list) -> None:
+        for c in commands:
+            kind = type(c)
+            if kind is cmd.SendToBackend:
+                self.backend.transport.write(c.data)
+            elif kind is cmd.SendToClient:
+                if not self.closed:
+                    self.transport.write(c.data)
+            elif kind is cmd.Close:
+                self._close()
+            elif kind is cmd.ConnectBackend:
+                self._spawn(self._connect_backend(c.params))
+            elif kind is cmd.StartClientTls:
+                self._spawn(self._start_tls())
+            elif kind is cmd.ForwardCancel:
+                self.proxy.forward_cancel(c.pid, c.key)
+            else:
+                raise TypeError(f"unknown command {c!r}")
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start_tls(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.transport = await loop.start_tls(self.transport, self, self.proxy.settings.tls, server_side=True)
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            self._close()
+            return
+        self._apply(self.session.handle(ev.ClientTlsStarted()))
+
+    async def _connect_backend(self, params: dict[str, str]) -> None:
+        try:
+            backend = await self.proxy.open_backend(params)
+        except (BackendAuthError, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            log.warning("backend connection for %s failed: %s", self.session.user, exc)
+            self._apply(self.session.handle(ev.BackendFailed(str(exc) or type(exc).__name__)))
+            return
+        if self.closed:
+            backend.transport.close()
+            return
+        self.backend = backend
+        backend.client = self
+        hs = backend.handshake
+        self._apply(self.session.handle(ev.BackendConnected(hs.parameters, hs.key_data, hs.notices)))
+        if self._auth_timer:
+            self._auth_timer.cancel()
+        if hs.leftover:
+            self.on_backend_data(hs.leftover)
+
+    def _auth_timeout(self) -> None:
+        if self.session is not None and not self.closed:
+            self._apply(self.session.handle(ev.AuthTimedOut()))
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._auth_timer:
+            self._auth_timer.cancel()
+        self.proxy.forget(self)
+        if self.backend is not None and self.backend.transport is not None:
+            bt = self.backend.transport
+            if not bt.is_closing():
+                bt.write(b"X\x00\x00\x00\x04")  # Terminate, so the backend ends the session cleanly
+                bt.close()
+        for task in self._tasks:
+            task.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+    def shutdown_now(self) -> None:
+        if not self.closed:
+            self.transport.write(be.error("57P01", "terminating connection due to administrator command", severity="FATAL"))
+            self._close()
+
+
+class Proxy:
+    """The listening proxy: accepts connections and tracks sessions."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.session_settings = SessionSettings(
+            database=settings.target.database,
+            verifier_for=settings.users.get,
+            tls_available=settings.tls is not None,
+            max_message_size=settings.max_message_size,
+        )
+        self.connections: set[ClientConnection] = set()
+        self.by_cancel_key: dict[tuple[int, bytes], ClientConnection] = {}
+        self.closing = False
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: ClientConnection(self), self.settings.host, self.settings.port,
+                                                backlog=1024, reuse_address=True)
+
+    @property
+    def port(self) -> int:
+        return self._server.sockets[0].getsockname()[1]
+
+    def new_cancel_key(self, conn: ClientConnection) -> tuple[int, bytes]:
+        while True:
+            pid, key = secrets.randbelow(2**31 - 1) + 1, os.urandom(4)
+            if (pid, key) not in self.by_cancel_key:
+                self.by_cancel_key[(pid, key)] = conn
+                return pid, key
+
+    def forget(self, conn: ClientConnection) -> None:
+        self.connections.discard(conn)
+        if conn.session is not None:
+            self.by_cancel_key.pop((conn.session.cancel_pid, conn.session.cancel_key), None)
+
+    async def open_backend(self, params: dict[str, str]) -> BackendProtocol:
+        s = self.settings
+        target = s.target
+        handshake = BackendHandshake(target.user, s.backend_password, {"database": target.database, **params})
+        loop = asyncio.get_running_loop()
+        factory = lambda: BackendProtocol(handshake)  # noqa: E731
+
+        async def connect() -> BackendProtocol:
+            if target.is_unix:
+                transport, proto = await loop.create_unix_connection(factory, target.unix_path)
+            else:
+                transport, proto = await loop.create_connection(factory, target.host, target.port)
+            try:
+                if s.backend_tls is not None and not target.is_unix:
+                    answer = proto.expect_ssl_answer()
+                    transport.write(SSLRequest().encode())
+                    if await answer == b"S":
+                        transport = await loop.start_tls(transport, proto, s.backend_tls, server_hostname=target.host)
+                        proto.transport = transport
+                    elif target.sslmode not in ("allow", "prefer"):
+                        raise BackendAuthError("the backend does not accept TLS but backend.tls requires it")
+                transport.write(handshake.startup_packet())
+                await proto.ready
+            except BaseException:
+                transport.close()
+                raise
+            return proto
+
+        return await asyncio.wait_for(connect(), s.connect_timeout)
+
+    def cancel_backend(self, session: Session) -> None:
+        conn = self.by_cancel_key.get((session.cancel_pid, session.cancel_key))
+        if conn is None or conn.backend is None:
+            return
+        key = conn.backend.handshake.key_data
+        if key is not None:
+            asyncio.get_running_loop().create_task(self._send_cancel(CancelRequest(key.pid, key.key)))
+
+    def forward_cancel(self, pid: int, key: bytes) -> None:
+        conn = self.by_cancel_key.get((pid, key))
+        if conn is not None and conn.session is not None:
+            self.cancel_backend(conn.session)
+
+    async def _send_cancel(self, request: CancelRequest) -> None:
+        target = self.settings.target
+        try:
+            if target.is_unix:
+                reader, writer = await asyncio.open_unix_connection(target.unix_path)
+            else:
+                reader, writer = await asyncio.open_connection(target.host, target.port)
+            writer.write(request.encode())
+            await writer.drain()
+            await asyncio.wait_for(reader.read(), 5)  # the server closes when done
+            writer.close()
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.warning("could not forward cancel request: %s", exc)
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting, let in-flight statements finish (up to ``grace`` s), close."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while loop.time() < deadline and any(c.session and c.session.in_flight for c in self.connections):
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.shutdown_now()
+        if self._server is not None:
+            await self._server.wait_closed()

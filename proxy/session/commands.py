@@ -1,0 +1,41 @@
+"""Commands: what a session orders the server to do (named as imperatives)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class SendToClient:
+    data: bytes
+
+
+@dataclass(slots=True)
+class SendToBackend:
+    data: bytes
+
+
+@dataclass(slots=True)
+class StartClientTls:
+    """Upgrade the client connection to TLS (after answering 'S')."""
+
+
+@dataclass(slots=True)
+class ConnectBackend:
+    """Open this session's backend connection with these startup parameters."""
+
+    params: dict[str, str]
+
+
+@dataclass(slots=True)
+class ForwardCancel:
+    """Cancel the running query of the session with this client-facing key."""
+
+    pid: int
+    key: bytes
+
+
+@dataclass(slots=True)
+class Close:
+    """Close the client connection (and the backend, if any)."""
+
+    reason: str

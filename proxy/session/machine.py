@@ -1,0 +1,238 @@
+"""The Session: applies events to the state and returns commands.
+
+The hot path is ``READY`` + client or backend data. Client bytes are cut into
+whole messages (size-limited) and forwarded as received; backend bytes are
+forwarded as received while a ``StreamWalker`` notes each ReadyForQuery, so the
+session always knows whether a statement is in flight.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..auth import AuthFailed, ScramExchange, Verifier
+from ..wire import MessageBuffer, ProtocolViolation, StreamWalker, backend as be, frontend as fe, startup as st
+from . import commands as cmd
+from . import events as ev
+from .states import TRANSITIONS, State
+
+# Startup parameters that never reach the backend as given: pgveil sets them itself.
+_RESERVED_PARAMS = frozenset({"user", "database", "replication"})
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    database: str  # the backend database; the only name clients may connect to
+    verifier_for: Callable[[str], Verifier | None]  # None: unknown user (same failure as a wrong password)
+    tls_available: bool = False
+    max_message_size: int = 64 * 1024 * 1024
+
+
+class Session:
+    """State of one client connection, from startup to close."""
+
+    def __init__(self, settings: SessionSettings, cancel_pid: int, cancel_key: bytes) -> None:
+        self.settings = settings
+        self.state = State.STARTUP
+        self.cancel_pid = cancel_pid
+        self.cancel_key = cancel_key
+        self.user: str | None = None
+        self.database: str | None = None
+        self.startup_params: dict[str, str] = {}
+        self.tls = False
+        self.in_flight = 0  # Query/Sync messages sent and not yet answered by ReadyForQuery
+        self.transaction_status = "I"
+        self._client_buf = MessageBuffer(settings.max_message_size)
+        self._walker = StreamWalker(b"Z")
+        self._scram: ScramExchange | None = None
+
+    # -- dispatch -------------------------------------------------------------
+
+    def handle(self, event) -> list:
+        """Apply one event; return the commands it calls for."""
+        if self.state is State.CLOSED:
+            return []
+        try:
+            if type(event) is ev.ClientDataReceived:
+                return self._client_data(event.data)
+            if type(event) is ev.BackendDataReceived:
+                return self._backend_data(event.data)
+            handler = _HANDLERS.get(type(event))
+            if handler is None:
+                raise TypeError(f"unknown event {event!r}")
+            return handler(self, event)
+        except ProtocolViolation as exc:
+            return self._fatal("08P01", str(exc))
+        except AuthFailed as exc:
+            return self._fatal("28P01", str(exc))
+
+    def _goto(self, state: State) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise ProtocolViolation(f"unexpected message in state {self.state.value}")
+        self.state = state
+
+    def _fatal(self, sqlstate: str, message: str) -> list:
+        self.state = State.CLOSED
+        return [cmd.SendToClient(be.error(sqlstate, message, severity="FATAL")), cmd.Close(message)]
+
+    # -- client bytes -----------------------------------------------------------
+
+    def _client_data(self, data: bytes) -> list:
+        buf = self._client_buf
+        buf.feed(data)
+        if self.state is State.READY:
+            return self._relay_client()
+        out: list = []
+        while self.state not in (State.READY, State.CLOSED, State.CONNECTING, State.TLS_HANDSHAKE):
+            step = self._startup_step() if self.state is State.STARTUP else self._auth_step()
+            if step is None:
+                break
+            out += step
+        if self.state is State.TLS_HANDSHAKE and len(buf):
+            # Bytes sent after SSLRequest but before the handshake could be injected
+            # by a man in the middle (CVE-2021-23214): refuse them.
+            return out + self._fatal("08P01", "received unencrypted data after SSL request")
+        return out
+
+    def _startup_step(self) -> list | None:
+        body = self._client_buf.take_startup()
+        if body is None:
+            return None
+        msg = st.decode(body)
+        if isinstance(msg, st.SSLRequest):
+            if self.tls or not self.settings.tls_available:
+                return [cmd.SendToClient(b"N")]
+            self._goto(State.TLS_HANDSHAKE)
+            return [cmd.SendToClient(b"S"), cmd.StartClientTls()]
+        if isinstance(msg, st.GSSENCRequest):
+            return [cmd.SendToClient(b"N")]
+        if isinstance(msg, st.CancelRequest):
+            self.state = State.CLOSED
+            return [cmd.ForwardCancel(msg.pid, msg.key), cmd.Close("cancel request")]
+        return self._on_startup(msg)
+
+    def _on_startup(self, msg: st.StartupMessage) -> list:
+        params = msg.params
+        user = params.get("user")
+        if not user:
+            raise ProtocolViolation("no PostgreSQL user name specified in startup packet")
+        if "replication" in params and params["replication"].lower() not in ("false", "off", "no", "0"):
+            return self._fatal("42501", "replication connections are not supported through pgveil")
+        self.user = user
+        self.database = params.get("database") or user
+        self.startup_params = {k: v for k, v in params.items() if k not in _RESERVED_PARAMS and not k.startswith("_pq_.")}
+        out: list = []
+        unknown_options = tuple(k for k in params if k.startswith("_pq_."))
+        if msg.minor > 0 or unknown_options:
+            out.append(cmd.SendToClient(be.NegotiateProtocolVersion(0, unknown_options).encode()))
+        self._scram = ScramExchange(user, self.settings.verifier_for(user))
+        self._goto(State.SASL_INITIAL)
+        out.append(cmd.SendToClient(be.Authentication.sasl(["SCRAM-SHA-256"]).encode()))
+        return out
+
+    def _auth_step(self) -> list | None:
+        messages, _ = self._take_one()
+        if messages is None:
+            return None
+        tag, body = messages
+        if tag != b"p":
+            raise ProtocolViolation(f"expected SASL response, got message type {tag!r}")
+        msg = fe.PasswordMessage.decode(body)
+        assert self._scram is not None
+        if self.state is State.SASL_INITIAL:
+            mechanism, payload = msg.sasl_initial()
+            server_first = self._scram.client_first(mechanism, payload)
+            self._goto(State.SASL_CONTINUE)
+            return [cmd.SendToClient(be.Authentication(be.AUTH_SASL_CONTINUE, server_first).encode())]
+        server_final = self._scram.client_final(msg.data)
+        self._scram = None
+        if self.database != self.settings.database:
+            return self._fatal("3D000", f'database "{self.database}" does not exist')
+        self._goto(State.CONNECTING)
+        return [
+            cmd.SendToClient(be.Authentication(be.AUTH_SASL_FINAL, server_final).encode() + be.Authentication.ok().encode()),
+            cmd.ConnectBackend(dict(self.startup_params)),
+        ]
+
+    def _take_one(self):
+        """During auth, exactly one message is expected at a time."""
+        messages, _raw = self._client_buf.take_messages() if len(self._client_buf) else ([], b"")
+        if not messages:
+            return None, None
+        if len(messages) > 1:
+            raise ProtocolViolation("unexpected extra messages during authentication")
+        return messages[0], None
+
+    def _relay_client(self) -> list:
+        messages, raw = self._client_buf.take_messages()
+        if not messages:
+            return []
+        out: list = [cmd.SendToBackend(raw)]
+        for tag, _body in messages:
+            if tag == b"Q" or tag == b"S":
+                self.in_flight += 1
+            elif tag == b"X":
+                self.state = State.CLOSED
+                out.append(cmd.Close("client terminated"))
+                break
+        return out
+
+    # -- backend bytes ------------------------------------------------------------
+
+    def _backend_data(self, data: bytes) -> list:
+        if self.state is not State.READY:
+            return []
+        for tag, first in self._walker.feed(data):
+            if tag == b"Z" and first is not None:
+                self.in_flight = max(0, self.in_flight - 1)
+                self.transaction_status = chr(first)
+        return [cmd.SendToClient(data)]
+
+    # -- other events ---------------------------------------------------------------
+
+    def _tls_started(self, _event: ev.ClientTlsStarted) -> list:
+        self.tls = True
+        self._goto(State.STARTUP)
+        return self._client_data(b"")
+
+    def _backend_connected(self, event: ev.BackendConnected) -> list:
+        self._goto(State.READY)
+        parts = list(event.notices)
+        for p in event.parameters:
+            if p.name == "session_authorization":
+                p = be.ParameterStatus(p.name, self.user or p.value)  # show the client its own identity
+            parts.append(p.encode())
+        parts.append(be.BackendKeyData(self.cancel_pid, self.cancel_key).encode())
+        parts.append(be.ReadyForQuery("I").encode())
+        out: list = [cmd.SendToClient(b"".join(parts))]
+        if len(self._client_buf):  # pipelined ahead of ReadyForQuery
+            out += self._relay_client()
+        return out
+
+    def _backend_failed(self, event: ev.BackendFailed) -> list:
+        return self._fatal("08006", f"pgveil could not open a backend session: {event.message}")
+
+    def _client_closed(self, _event) -> list:
+        self.state = State.CLOSED
+        return [cmd.Close("client closed the connection")]
+
+    def _backend_closed(self, _event) -> list:
+        if self.state is State.READY:
+            self.state = State.CLOSED
+            return [cmd.Close("backend closed the connection")]
+        return self._fatal("08006", "the backend closed the connection")
+
+    def _auth_timed_out(self, _event) -> list:
+        if self.state in (State.READY, State.CLOSED):
+            return []
+        return self._fatal("08006", "canceling authentication due to timeout")
+
+
+_HANDLERS = {
+    ev.ClientTlsStarted: Session._tls_started,
+    ev.BackendConnected: Session._backend_connected,
+    ev.BackendFailed: Session._backend_failed,
+    ev.ClientClosed: Session._client_closed,
+    ev.BackendClosed: Session._backend_closed,
+    ev.AuthTimedOut: Session._auth_timed_out,
+}

@@ -1,0 +1,150 @@
+"""Message framing: where one protocol message ends and the next begins.
+
+Two tools, for the two directions:
+- ``MessageBuffer`` buffers client bytes and yields whole messages, enforcing a
+  size limit; the proxy inspects every client message, so it needs them whole.
+- ``StreamWalker`` follows backend bytes message by message *without buffering*
+  (only the 5-byte headers are read), so a multi-gigabyte result streams through
+  in constant memory while the proxy still sees each message's type.
+"""
+from __future__ import annotations
+
+from struct import Struct
+
+_HEADER = Struct("!cI")
+_INT32 = Struct("!I")
+
+# Startup packets carry no type byte; the protocol caps them at 10000 bytes.
+MAX_STARTUP_PACKET = 10_000
+
+
+class ProtocolViolation(Exception):
+    """The peer sent bytes that are not a valid protocol message (SQLSTATE 08P01)."""
+
+    sqlstate = "08P01"
+
+
+class MessageBuffer:
+    """Accumulates bytes from a peer and cuts them into whole messages."""
+
+    __slots__ = ("_buf", "_max")
+
+    def __init__(self, max_message_size: int = 64 * 1024 * 1024) -> None:
+        self._buf = bytearray()
+        self._max = max_message_size
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def take_startup(self) -> bytes | None:
+        """The body of the next untyped startup packet, or None if incomplete."""
+        buf = self._buf
+        if len(buf) < 4:
+            return None
+        (length,) = _INT32.unpack_from(buf, 0)
+        if length < 8 or length > MAX_STARTUP_PACKET:
+            raise ProtocolViolation(f"invalid length of startup packet: {length}")
+        if len(buf) < length:
+            return None
+        body = bytes(buf[4:length])
+        del buf[:length]
+        return body
+
+    def take_rest(self) -> bytes:
+        """Whatever is buffered, whole messages or not (when handing a stream over)."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
+
+    def take_messages(self) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        """Every complete typed message as (tag, body), plus their raw bytes.
+
+        The raw bytes are exactly what was received for those messages, so a
+        caller that changes nothing can forward them without re-encoding.
+        """
+        buf = self._buf
+        size = len(buf)
+        pos = 0
+        out: list[tuple[bytes, bytes]] = []
+        while size - pos >= 5:
+            tag, length = _HEADER.unpack_from(buf, pos)
+            if length < 4:
+                raise ProtocolViolation(f"invalid message length {length} for message type {tag!r}")
+            if length > self._max:
+                raise ProtocolViolation(f"message of type {tag!r} is {length} bytes, over the limit of {self._max}")
+            end = pos + 1 + length
+            if end > size:
+                break
+            out.append((tag, bytes(buf[pos + 5:end])))
+            pos = end
+        if not pos:
+            return out, b""
+        raw = bytes(buf[:pos])
+        del buf[:pos]
+        return out, raw
+
+
+class StreamWalker:
+    """Tracks message boundaries in a byte stream without keeping the bodies.
+
+    ``feed`` returns the tags of messages that *start* in the chunk together with
+    the first byte of their body where the caller asked for it (``peek_tags``):
+    ReadyForQuery's status byte is all the proxy needs to know about the
+    backend's state.
+    """
+
+    __slots__ = ("_remaining", "_header", "_peek_tags", "_want_peek")
+
+    def __init__(self, peek_tags: bytes = b"Z") -> None:
+        self._remaining = 0  # body bytes of the current message still to come
+        self._header = b""  # a partial header carried across chunks
+        self._peek_tags = frozenset(peek_tags[i:i + 1] for i in range(len(peek_tags)))
+        self._want_peek: bytes | None = None  # tag waiting for its first body byte
+
+    def feed(self, data: bytes) -> list[tuple[bytes, int | None]]:
+        """Messages starting in ``data``: (tag, first body byte or None)."""
+        events: list[tuple[bytes, int | None]] = []
+        pos = 0
+        size = len(data)
+        if self._want_peek is not None and size:
+            events.append((self._want_peek, data[0]))
+            self._want_peek = None
+        if self._remaining:
+            step = min(self._remaining, size)
+            self._remaining -= step
+            pos = step
+        if self._header:
+            need = 5 - len(self._header)
+            self._header += data[pos:pos + need]
+            pos += need
+            if len(self._header) < 5:
+                return events
+            pos = self._start_message(self._header, 0, data, pos - 0, events, carried=True)
+            self._header = b""
+        while pos < size:
+            if size - pos < 5:
+                self._header = bytes(data[pos:])
+                break
+            pos = self._start_message(data, pos, data, pos + 5, events, carried=False)
+        return events
+
+    def _start_message(self, hdr, hpos: int, data: bytes, body_pos: int, events: list, *, carried: bool) -> int:
+        tag, length = _HEADER.unpack_from(hdr, hpos)
+        if length < 4:
+            raise ProtocolViolation(f"invalid message length {length} from server")
+        body = length - 4
+        available = len(data) - body_pos
+        if tag in self._peek_tags and body:
+            if available > 0:
+                events.append((tag, data[body_pos]))
+            else:
+                self._want_peek = tag
+        else:
+            events.append((tag, None))
+        if body <= available:
+            return body_pos + body
+        self._remaining = body - available
+        return len(data)
