@@ -266,7 +266,9 @@ def _hmac(key: bytes, msg: bytes) -> bytes:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # No SO_REUSEADDR: we want to know whether a real bind would succeed now.
+        # Same bind semantics as the postmaster (which sets SO_REUSEADDR): TIME_WAIT leftovers
+        # of our own last run must not count as busy; a listener on the port does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:
