@@ -71,13 +71,48 @@ def load_yaml_with_lines(text: str, name: str = "<config>") -> YamlSource:
     return YamlSource(data=data, lines=lines, name=name)
 
 
+_POLICY_KINDS = ("access", "mask", "row_filter", "limit_to_purpose", "differential_privacy")
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    """Drop pydantic's internal parts: validator names and the union tag of a policy."""
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+    if len(loc) >= 4 and loc[0] == "policies" and loc[2] in _POLICY_KINDS and loc[3] == loc[2]:
+        loc = loc[:3] + loc[4:]
+    return loc
+
+
+def format_problem(source: YamlSource, loc: tuple, message: str) -> str:
+    """``file:line: policies[3] (name).rest: message`` for one problem."""
+    from .references import policy_label
+
+    line = source.line_of(loc)
+    prefix = f"{source.name}:{line}" if line else source.name
+    return f"{prefix}: {policy_label(source.data, loc)}: {message}"
+
+
 def format_validation_error(exc: ValidationError, source: YamlSource) -> str:
     """Render every pydantic error as ``file:line: dotted.path: message``."""
     out = []
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        line = source.line_of(loc)
-        where = ".".join(str(p) for p in loc) or "(top level)"
-        prefix = f"{source.name}:{line}" if line else source.name
-        out.append(f"{prefix}: {where}: {err['msg']}")
+        if err["type"] == "pgveil_references":
+            base = _clean_loc(err["loc"])
+            for loc, msg in err["ctx"]["problems"]:
+                out.append(format_problem(source, base + tuple(loc), msg))
+            continue
+        out.append(format_problem(source, _clean_loc(err["loc"]), err["msg"]))
     return "\n".join(out)
+
+
+def validate_references(config, source: YamlSource) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of a validated config's cross-references, as file:line messages.
+
+    Errors also stop validation itself; this gives the proxy the warnings
+    (e.g. a group no user is in) to log at startup.
+    """
+    from .references import reference_problems
+
+    errors, warnings = [], []
+    for level, loc, msg in reference_problems(config):
+        (errors if level == "error" else warnings).append(format_problem(source, loc, msg))
+    return errors, warnings
