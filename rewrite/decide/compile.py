@@ -27,9 +27,11 @@ def _resources(body: Any) -> tuple[ResourceMatcher, ...]:
     if kind == "columns":
         return tuple(ResourceMatcher([_level([s]), _level([t]), _level([c])]) for s, t, c in map(split_column, body.column_names()))
     if kind == "resource":
-        r = body.resource
-        levels = [lv for lv in (r.schema_, r.table, r.column) if lv is not None]
-        return (ResourceMatcher([LevelMatcher(lv.values, lv.exclude, lv.ignore_case) for lv in levels]),)
+        rs = body.resource if isinstance(body.resource, list) else [body.resource]
+        return tuple(
+            ResourceMatcher([LevelMatcher(lv.values, lv.exclude, lv.ignore_case) for lv in (r.schema_, r.table, r.column) if lv is not None])
+            for r in rs
+        )
     return ()
 
 
@@ -84,7 +86,7 @@ def compile_policy(policy: Any, order: int) -> CompiledPolicy | None:
     if kind == "access":
         items = {f: _items(getattr(body, f), body.actions) for f in ("allow", "allow_exceptions", "deny", "deny_exceptions")}
         universe: set[str] = set()
-        for f in ("allow", "deny"):
+        for f in ("allow", "deny", "allow_exceptions", "deny_exceptions"):
             for _, acts in items[f]:
                 universe |= {"all"} if acts is None else acts
         if body.deny_all_else:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from .compiled import CompiledAccess, CompiledFilter, CompiledMask, CompiledPolicy, Item
-from .resource import DESCENDANT, NONE, SELF, best
+from .resource import ANCESTOR, DESCENDANT, NONE, TAG_RANK, best, best_tag
 from .result import ColumnMask
 from .subject import Subject
 
@@ -89,7 +89,7 @@ def access_over(cands: Iterable[Candidate], s: Subject, action: str | None, now:
     if denies:
         p, mt = min(denies, key=lambda x: (x[0].is_tag, x[0].order))  # a resource deny names itself first
         return AccessResult(False, p.name, mt)
-    p, mt = min(((p, mt) for _, p, mt in opinions), key=lambda x: (not x[0].is_tag, x[0].order))  # tag allow first
+    p, mt = min(((p, mt) for _, p, mt in opinions), key=lambda x: (not x[0].is_tag, TAG_RANK.get(x[1], 0), x[0].order))  # tag allow first
     return AccessResult(True, p.name, mt)
 
 
@@ -120,19 +120,29 @@ def filters_over(cands: Iterable[Candidate], s: Subject, now: float) -> list[tup
 
 
 def candidates(policies: Sequence[CompiledPolicy], resource: Sequence[str | None], tags: Sequence[tuple[str, str]]) -> list[Candidate]:
-    """Policies that match the resource or one of its (tag, match type) pairs, with the match type."""
+    """Policies that match the resource or one of its tags, with the match type, in evaluation order.
+
+    ``tags`` are (tag, SELF | ANCESTOR | DESCENDANT): a tag on the resource, on an
+    ancestor (applies as if on the resource), or on something inside it. Order
+    (for masks and filters): priority, tag before resource policies, tag
+    policies reached through the resource's own tags before inherited ones,
+    then file order.
+    """
     out = []
     for p in policies:
         mt = NONE
         if p.tags is not None:
             for tag, tmt in tags:
                 if p.tags.matches(tag):
-                    mt = best(mt, SELF if tmt != DESCENDANT else DESCENDANT)
+                    mt = tmt if mt == NONE else best_tag(mt, tmt)
         else:
             for r in p.resources:
                 mt = best(mt, r.match_type(resource))
-        if mt not in (NONE, "ANCESTOR"):
+            if mt == ANCESTOR:  # a resource policy covers its own depth only
+                mt = NONE
+        if mt != NONE:
             out.append((p, mt))
+    out.sort(key=lambda c: (-c[0].priority, 0 if c[0].is_tag else 1, TAG_RANK.get(c[1], 0) if c[0].is_tag else 0, c[0].order))
     return out
 
 

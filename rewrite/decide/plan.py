@@ -12,7 +12,7 @@ from typing import Any
 
 from .compiled import CompiledFilter
 from .evaluate import Candidate, candidates
-from .resource import DESCENDANT, SELF
+from .resource import ANCESTOR, DESCENDANT, SELF
 from .result import Minimization, RowFilter
 from .table import TableInfo
 
@@ -51,7 +51,7 @@ def build_plan(ps: Any, t: TableInfo) -> TablePlan:
     table_purpose_ids = {id(p) for p, _ in table_purposes}
     for c in t.columns:
         res = (t.schema, t.name, c.name)
-        tags = [(tag, SELF) for tag in c.tags] + self_tags
+        tags = [(tag, SELF) for tag in c.tags] + [(tag, ANCESTOR) for tag in t.tags]
         ca = candidates(ps.access, res, tags)
         if ca:
             column_access[c.name] = ca

@@ -74,6 +74,16 @@ class ResourceMatcher:
 
 
 def best(a: str, b: str) -> str:
-    """The stronger of two match types (SELF over DESCENDANT over NONE)."""
+    """The stronger of two resource match types (SELF over DESCENDANT over NONE)."""
     rank = {NONE: 0, ANCESTOR: 0, DESCENDANT: 1, SELF_AND_ALL_DESCENDANTS: 2, SELF: 2}
     return a if rank[a] >= rank[b] else b
+
+
+#: How a tag reaches a request: on the resource itself, inherited from an
+#: ancestor (a table's tag on its columns), or on something inside it.
+TAG_RANK = {SELF: 0, ANCESTOR: 1, DESCENDANT: 2}
+
+
+def best_tag(a: str, b: str) -> str:
+    """The stronger of two tag match types: own tag over inherited over descendant."""
+    return a if TAG_RANK.get(a, 9) <= TAG_RANK.get(b, 9) else b

@@ -56,7 +56,7 @@ class Target(Strict):
     columns: list[str] | None = Field(None, description="Columns, `schema.table.column` each.")
     tag: str | None = Field(None, description="A tag: the policy follows it (global policy).")
     tags: list[str] | None = Field(None, description="Tags: the policy follows each of them (global policy).")
-    resource: Resource | None = Field(None, description="A Ranger-style resource with per-level values.")
+    resource: Resource | list[Resource] | None = Field(None, description="A Ranger-style resource with per-level values (or several: Ranger's additionalResources).")
 
     #: target kinds ("tables", "columns", "tags", "resource") a policy type accepts
     allowed_kinds: ClassVar[tuple[str, ...]] = ("tables", "columns", "tags", "resource")
