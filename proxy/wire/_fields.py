@@ -90,8 +90,12 @@ class Reader:
         return bytes(v)
 
     def count(self, width: int = 2, item_min: int = 0) -> int:
-        """A non-negative element count that cannot claim more items than bytes left."""
-        n = self.int16() if width == 2 else self.int32()
+        """A non-negative element count that cannot claim more items than bytes left.
+
+        Two-byte counts are unsigned, as PostgreSQL reads them (up to 65535 bind
+        parameters since PostgreSQL 14).
+        """
+        n = self.uint16() if width == 2 else self.int32()
         if n < 0 or (item_min and n * item_min > len(self.data) - self.pos):
             raise ProtocolViolation(f"invalid element count {n}")
         return n

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ._fields import INT16, INT32, UINT32, Reader, cstr, frame, maybe_bytes
+from ._fields import INT16, INT32, UINT16, UINT32, Reader, cstr, frame, maybe_bytes
 from .framing import ProtocolViolation
 
 # --- Authentication ('R') -------------------------------------------------------
@@ -43,7 +43,10 @@ class Authentication:
         return cls(AUTH_SASL, b"".join(cstr(m) for m in mechanisms) + b"\x00")
 
     def sasl_mechanisms(self) -> list[str]:
-        return [m.decode() for m in self.data.split(b"\x00") if m]
+        try:
+            return [m.decode("utf-8") for m in self.data.split(b"\x00") if m]
+        except UnicodeDecodeError:
+            raise ProtocolViolation("invalid UTF-8 in SASL mechanism list") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +94,7 @@ class ReadyForQuery:
         return cls(status)
 
     def encode(self) -> bytes:
-        return frame(self.tag, self.status.encode())
+        return frame(self.tag, self.status.encode("latin-1"))  # one byte, whatever its value
 
 
 # Field codes of ErrorResponse / NoticeResponse.
@@ -116,7 +119,8 @@ class ErrorResponse:
         return cls(tuple(out))
 
     def encode(self) -> bytes:
-        return frame(self.tag, b"".join(k.encode() + cstr(v) for k, v in self.fields) + b"\x00")
+        # Field codes are single bytes (decoded with chr), so they re-encode as latin-1.
+        return frame(self.tag, b"".join(k.encode("latin-1") + cstr(v) for k, v in self.fields) + b"\x00")
 
     @classmethod
     def build(cls, severity: str, sqlstate: str, message: str, detail: str | None = None, hint: str | None = None):
@@ -166,7 +170,7 @@ class RowDescription:
         return cls(out)
 
     def encode(self) -> bytes:
-        parts = [INT16.pack(len(self.fields))]
+        parts = [UINT16.pack(len(self.fields))]
         for f in self.fields:
             parts.append(cstr(f.name) + UINT32.pack(f.table_oid) + INT16.pack(f.column) + UINT32.pack(f.type_oid)
                          + INT16.pack(f.type_size) + INT32.pack(f.type_modifier) + INT16.pack(f.format))
@@ -186,7 +190,7 @@ class DataRow:
         return cls(values)
 
     def encode(self) -> bytes:
-        return frame(self.tag, INT16.pack(len(self.values)) + b"".join(maybe_bytes(v) for v in self.values))
+        return frame(self.tag, UINT16.pack(len(self.values)) + b"".join(maybe_bytes(v) for v in self.values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,15 +217,12 @@ class ParameterDescription:
     @classmethod
     def decode(cls, body: bytes) -> "ParameterDescription":
         r = Reader(body)
-        n = r.uint16()
-        if n * 4 > len(body) - 2:
-            raise ProtocolViolation(f"invalid parameter count {n}")
-        oids = tuple(r.uint32() for _ in range(n))
+        oids = tuple(r.uint32() for _ in range(r.count(item_min=4)))
         r.end()
         return cls(oids)
 
     def encode(self) -> bytes:
-        return frame(self.tag, INT16.pack(len(self.type_oids)) + b"".join(UINT32.pack(o) for o in self.type_oids))
+        return frame(self.tag, UINT16.pack(len(self.type_oids)) + b"".join(UINT32.pack(o) for o in self.type_oids))
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +242,7 @@ class CopyResponse:
         return cls(tag, fmt, cols)
 
     def encode(self) -> bytes:
-        return frame(self.tag, bytes([self.format]) + INT16.pack(len(self.column_formats))
+        return frame(self.tag, bytes([self.format]) + UINT16.pack(len(self.column_formats))
                      + b"".join(INT16.pack(c) for c in self.column_formats))
 
 

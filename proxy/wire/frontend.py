@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ._fields import INT16, INT32, Reader, cstr, frame, maybe_bytes
+from ._fields import INT16, INT32, UINT16, Reader, cstr, frame, maybe_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +33,11 @@ class Bind:
         return cls(portal, statement, pf, params, rf)
 
     def encode(self) -> bytes:
-        parts = [cstr(self.portal), cstr(self.statement), INT16.pack(len(self.param_formats))]
+        parts = [cstr(self.portal), cstr(self.statement), UINT16.pack(len(self.param_formats))]
         parts += [INT16.pack(f) for f in self.param_formats]
-        parts.append(INT16.pack(len(self.params)))
+        parts.append(UINT16.pack(len(self.params)))
         parts += [maybe_bytes(p) for p in self.params]
-        parts.append(INT16.pack(len(self.result_formats)))
+        parts.append(UINT16.pack(len(self.result_formats)))
         parts += [INT16.pack(f) for f in self.result_formats]
         return frame(self.tag, b"".join(parts))
 
@@ -122,9 +122,9 @@ class FunctionCall:
         return cls(oid, af, args, rf)
 
     def encode(self) -> bytes:
-        parts = [INT32.pack(self.oid), INT16.pack(len(self.arg_formats))]
+        parts = [INT32.pack(self.oid), UINT16.pack(len(self.arg_formats))]
         parts += [INT16.pack(f) for f in self.arg_formats]
-        parts.append(INT16.pack(len(self.args)))
+        parts.append(UINT16.pack(len(self.args)))
         parts += [maybe_bytes(a) for a in self.args]
         parts.append(INT16.pack(self.result_format))
         return frame(self.tag, b"".join(parts))
@@ -146,7 +146,7 @@ class Parse:
         return cls(name, query, types)
 
     def encode(self) -> bytes:
-        parts = [cstr(self.name), cstr(self.query), INT16.pack(len(self.param_types))]
+        parts = [cstr(self.name), cstr(self.query), UINT16.pack(len(self.param_types))]
         parts += [INT32.pack(t) if t < 2**31 else INT32.pack(t - 2**32) for t in self.param_types]
         return frame(self.tag, b"".join(parts))
 
