@@ -95,7 +95,7 @@ def _decide(ps: PolicySet, s: Subject, t: TableInfo, now: float) -> TableDecisio
 
     purposes = []
     for p, _ in plan.purposes:
-        if p.active(now) and p.applies(s):
+        if (p.validity is None or p.active(now)) and p.applies(s):
             ok = not s.purpose_closure.isdisjoint(p.purposes)
             purposes.append(PurposeRequirement(p.purposes, p.name, ok))
             if not ok:
@@ -111,7 +111,7 @@ def _decide(ps: PolicySet, s: Subject, t: TableInfo, now: float) -> TableDecisio
         denied += [(c.name, None) for c in t.columns if c.name not in covered and all(c.name != d for d, _ in denied)]
     for col, cands in plan.column_purposes.items():
         for p, _ in cands:
-            if p.active(now) and p.applies(s) and s.purpose_closure.isdisjoint(p.purposes):
+            if (p.validity is None or p.active(now)) and p.applies(s) and s.purpose_closure.isdisjoint(p.purposes):
                 denied.append((col, p.name))
                 break
     denied_names = {c for c, _ in denied}
@@ -131,7 +131,7 @@ def _decide(ps: PolicySet, s: Subject, t: TableInfo, now: float) -> TableDecisio
     minimization = None
     first_taken = False
     for p, items in plan.filters:
-        if not p.active(now) or (p.combine == "first" and first_taken):
+        if (p.validity is not None and not p.active(now)) or (p.combine == "first" and first_taken):
             continue
         for check, bound in items:
             if check(s):
@@ -149,7 +149,7 @@ def _decide(ps: PolicySet, s: Subject, t: TableInfo, now: float) -> TableDecisio
 
     dp = None
     for p, _ in plan.dp:
-        if p.active(now) and p.applies(s):
+        if (p.validity is None or p.active(now)) and p.applies(s):
             dp = p.settings
             break
     return TableDecision(

@@ -75,7 +75,7 @@ def access_over(cands: Iterable[Candidate], s: Subject, action: str | None, now:
     top = -1
     opinions: list[tuple[str, CompiledAccess, str]] = []
     for p, mt in cands:
-        if p.priority < top or not p.active(now):
+        if p.priority < top or (p.validity is not None and not p.active(now)):
             continue
         op = policy_opinion(p, s, action, mt)
         if op is None:
@@ -96,7 +96,7 @@ def access_over(cands: Iterable[Candidate], s: Subject, action: str | None, now:
 def first_mask(cands: Iterable[Candidate], s: Subject, now: float) -> ColumnMask | None:
     """The first policy (in data order) with a matching item decides."""
     for p, _ in cands:
-        if not p.active(now):
+        if (p.validity is not None and not p.active(now)):
             continue
         for check, mask in p.items:
             if check(s):
@@ -109,7 +109,7 @@ def filters_over(cands: Iterable[Candidate], s: Subject, now: float) -> list[tup
     out = []
     first_taken = False
     for p, _ in cands:
-        if not p.active(now) or (p.combine == "first" and first_taken):
+        if (p.validity is not None and not p.active(now)) or (p.combine == "first" and first_taken):
             continue
         for check, spec in p.items:
             if check(s):
