@@ -83,6 +83,14 @@ def fake_verifier(user: str) -> Verifier:
 class AuthFailed(Exception):
     """Authentication failed; the message is safe to show the client."""
 
+    sqlstate = "28P01"  # invalid_password
+
+
+class MalformedSasl(AuthFailed):
+    """The client broke the SASL exchange itself (PostgreSQL reports these as protocol violations)."""
+
+    sqlstate = "08P01"
+
 
 class ScramExchange:
     """The server side of one SCRAM-SHA-256 exchange (RFC 5802/7677), sans-io.
@@ -108,18 +116,18 @@ class ScramExchange:
     def client_first(self, mechanism: str, payload: bytes | None) -> bytes:
         """Take SASLInitialResponse, return the server-first message."""
         if mechanism != MECHANISM or payload is None:
-            raise AuthFailed(f"client selected an invalid SASL authentication mechanism {mechanism!r}")
+            raise MalformedSasl("client selected an invalid SASL authentication mechanism")
         try:
             text = payload.decode("utf-8")
             cbind, authzid, bare = text.split(",", 2)
         except (UnicodeDecodeError, ValueError):
-            raise AuthFailed("malformed SCRAM message") from None
+            raise MalformedSasl("malformed SCRAM message") from None
         if cbind not in ("n", "y") or (authzid and not authzid.startswith("a=")):
-            raise AuthFailed("channel binding is not supported by pgveil; connect with channel_binding=disable or prefer")
+            raise MalformedSasl("channel binding is not supported by pgveil; connect with channel_binding=disable or prefer")
         attrs = _attributes(bare)
         client_nonce = attrs.get("r", "")
         if "n" not in attrs or not client_nonce or "m" in attrs:
-            raise AuthFailed("malformed SCRAM message")
+            raise MalformedSasl("malformed SCRAM message")
         self._gs2_header = f"{cbind},{authzid},"
         self._client_first_bare = bare
         self._nonce = client_nonce + base64.b64encode(os.urandom(18)).decode()
@@ -154,6 +162,6 @@ def _attributes(message: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for part in message.split(","):
         if len(part) < 2 or part[1] != "=":
-            raise AuthFailed("malformed SCRAM message")
+            raise MalformedSasl("malformed SCRAM message")
         out.setdefault(part[0], part[2:])
     return out

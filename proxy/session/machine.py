@@ -19,6 +19,11 @@ from .states import TRANSITIONS, State
 # Startup parameters that never reach the backend as given: pgveil sets them itself.
 _RESERVED_PARAMS = frozenset({"user", "database", "replication"})
 
+# Largest message a client may send before it has authenticated (PostgreSQL's
+# PG_MAX_AUTH_TOKEN_LENGTH): the full limit would let every unauthenticated
+# connection make the proxy buffer up to max_message_size bytes.
+MAX_AUTH_MESSAGE = 65535
+
 
 @dataclass(frozen=True)
 class SessionSettings:
@@ -40,9 +45,9 @@ class Session:
         self.database: str | None = None
         self.startup_params: dict[str, str] = {}
         self.tls = False
-        self.in_flight = 0  # Query/Sync messages sent and not yet answered by ReadyForQuery
+        self.in_flight = 0  # Query/Sync/FunctionCall messages sent and not yet answered by ReadyForQuery
         self.transaction_status = "I"
-        self._client_buf = MessageBuffer(settings.max_message_size)
+        self._client_buf = MessageBuffer(min(settings.max_message_size, MAX_AUTH_MESSAGE))
         self._walker = StreamWalker(b"Z")
         self._scram: ScramExchange | None = None
 
@@ -64,7 +69,7 @@ class Session:
         except ProtocolViolation as exc:
             return self._fatal("08P01", str(exc))
         except AuthFailed as exc:
-            return self._fatal("28P01", str(exc))
+            return self._fatal(exc.sqlstate, str(exc))
 
     def _goto(self, state: State) -> None:
         if state not in TRANSITIONS[self.state]:
@@ -115,7 +120,7 @@ class Session:
         params = msg.params
         user = params.get("user")
         if not user:
-            raise ProtocolViolation("no PostgreSQL user name specified in startup packet")
+            return self._fatal("28000", "no PostgreSQL user name specified in startup packet")
         if "replication" in params and params["replication"].lower() not in ("false", "off", "no", "0"):
             return self._fatal("42501", "replication connections are not supported through pgveil")
         self.user = user
@@ -149,6 +154,7 @@ class Session:
         if self.database != self.settings.database:
             return self._fatal("3D000", f'database "{self.database}" does not exist')
         self._goto(State.CONNECTING)
+        self._client_buf.max_message_size = self.settings.max_message_size
         return [
             cmd.SendToClient(be.Authentication(be.AUTH_SASL_FINAL, server_final).encode() + be.Authentication.ok().encode()),
             cmd.ConnectBackend(dict(self.startup_params)),
@@ -169,7 +175,7 @@ class Session:
             return []
         out: list = [cmd.SendToBackend(raw)]
         for tag, _body in messages:
-            if tag == b"Q" or tag == b"S":
+            if tag == b"Q" or tag == b"S" or tag == b"F":  # each is answered by one ReadyForQuery
                 self.in_flight += 1
             elif tag == b"X":
                 self.state = State.CLOSED

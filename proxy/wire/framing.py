@@ -27,11 +27,11 @@ class ProtocolViolation(Exception):
 class MessageBuffer:
     """Accumulates bytes from a peer and cuts them into whole messages."""
 
-    __slots__ = ("_buf", "_max")
+    __slots__ = ("_buf", "max_message_size")
 
     def __init__(self, max_message_size: int = 64 * 1024 * 1024) -> None:
         self._buf = bytearray()
-        self._max = max_message_size
+        self.max_message_size = max_message_size  # may change as the session advances
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -73,8 +73,9 @@ class MessageBuffer:
             tag, length = _HEADER.unpack_from(buf, pos)
             if length < 4:
                 raise ProtocolViolation(f"invalid message length {length} for message type {tag!r}")
-            if length > self._max:
-                raise ProtocolViolation(f"message of type {tag!r} is {length} bytes, over the limit of {self._max}")
+            if length > self.max_message_size:
+                raise ProtocolViolation(
+                    f"message of type {tag!r} is {length} bytes, over the limit of {self.max_message_size}")
             end = pos + 1 + length
             if end > size:
                 break
