@@ -139,10 +139,14 @@ class RawClient:
                 return False
         return False
 
-    def login(self, user: str, password: str, database: str = TEST_DB, **params: str) -> list:
-        """Full startup + SCRAM; the messages after AuthenticationOk up to ReadyForQuery."""
-        self.send(startup_packet(user, database, **params))
-        msgs = self.read_until(b"RE")
+    def login(self, user: str, password: str, database: str = TEST_DB, version: int = PROTOCOL_3_0,
+              **params: str) -> list:
+        """Full startup + SCRAM; the messages after AuthenticationOk up to ReadyForQuery.
+
+        The replies to the startup packet itself are kept in ``startup_replies``.
+        """
+        self.send(startup_packet(user, database, version, **params))
+        msgs = self.startup_replies = self.read_until(b"RE")
         assert isinstance(msgs[-1], be.Authentication) and msgs[-1].code == be.AUTH_SASL, msgs
         scram = ScramClient(password)
         self.send(password_message(scram.initial_response()))

@@ -314,13 +314,13 @@ def test_cancel_request_is_forwarded_and_closed():
 def test_protocol_3_2_is_negotiated_down_to_3_0():
     s = new_session()
     out = client(s, startup_packet("alice", DB, version=su.PROTOCOL_3_2))
-    assert sent(out) == [be.NegotiateProtocolVersion(0, ()), be.Authentication.sasl(["SCRAM-SHA-256"])]
+    assert sent(out) == [be.NegotiateProtocolVersion(su.PROTOCOL_3_0, ()), be.Authentication.sasl(["SCRAM-SHA-256"])]
 
 
 def test_protocol_options_are_reported_unrecognized_and_not_forwarded():
     s = new_session()
     out = client(s, startup_packet("alice", DB, **{"_pq_.compression": "on", "application_name": "x"}))
-    assert sent(out)[0] == be.NegotiateProtocolVersion(0, ("_pq_.compression",))
+    assert sent(out)[0] == be.NegotiateProtocolVersion(su.PROTOCOL_3_0, ("_pq_.compression",))
     scram = ScramClient(PASSWORDS["alice"])
     (cont,) = sent(client(s, password_message(scram.initial_response())))
     out = client(s, password_message(scram.final(cont.data)))

@@ -129,7 +129,7 @@ class Session:
         out: list = []
         unknown_options = tuple(k for k in params if k.startswith("_pq_."))
         if msg.minor > 0 or unknown_options:
-            out.append(cmd.SendToClient(be.NegotiateProtocolVersion(0, unknown_options).encode()))
+            out.append(cmd.SendToClient(be.NegotiateProtocolVersion(st.PROTOCOL_3_0, unknown_options).encode()))
         self._scram = ScramExchange(user, self.settings.verifier_for(user))
         self._goto(State.SASL_INITIAL)
         out.append(cmd.SendToClient(be.Authentication.sasl(["SCRAM-SHA-256"]).encode()))

@@ -282,8 +282,15 @@ class FunctionCallResponse:
 
 @dataclass(frozen=True, slots=True)
 class NegotiateProtocolVersion:
+    """The server's answer to a newer minor version or unknown ``_pq_.`` options.
+
+    ``version`` is a whole protocol version number (major << 16 | minor), which
+    is what PostgreSQL sends and libpq checks (the docs' "newest minor
+    protocol version" notwithstanding): 0 reads as a downgrade to protocol 0.0.
+    """
+
     tag: ClassVar[bytes] = b"v"
-    newest_minor: int
+    version: int
     unrecognized_options: tuple[str, ...] = field(default=())
 
     @classmethod
@@ -295,7 +302,7 @@ class NegotiateProtocolVersion:
         return cls(minor, opts)
 
     def encode(self) -> bytes:
-        return frame(self.tag, INT32.pack(self.newest_minor) + INT32.pack(len(self.unrecognized_options))
+        return frame(self.tag, INT32.pack(self.version) + INT32.pack(len(self.unrecognized_options))
                      + b"".join(cstr(o) for o in self.unrecognized_options))
 
 
