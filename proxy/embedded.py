@@ -321,12 +321,20 @@ def _read_postmaster_pid(pgdata: Path) -> tuple[int, int | None] | None:
     return pid, port
 
 
-def _is_postgres(pid: int) -> bool:
+def _is_our_postmaster(pid: int, pgdata: Path) -> bool:
+    """Whether ``pid`` may be the postmaster of ``pgdata`` (False only when provably not)."""
     try:
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return _pid_alive(pid)  # no procfs: assume the worst (that it is ours)
-    return comm.startswith("postgres")
+    if not comm.startswith("postgres"):
+        return False
+    try:
+        # The postmaster chdirs into its data directory: tells apart another cluster's
+        # postmaster that reused the pid (common after a container restart).
+        return os.path.samefile(os.readlink(f"/proc/{pid}/cwd"), pgdata)
+    except OSError:
+        return True
 
 
 def _pg_isready(socket_dir: Path, port: int) -> int:
@@ -344,7 +352,7 @@ def _running_port(data_dir: Path, socket_dir: Path, *, wait_s: float = 10.0) -> 
     if info is None:
         return None
     pid, port = info
-    if not _pid_alive(pid) or not _is_postgres(pid):
+    if not _pid_alive(pid) or not _is_our_postmaster(pid, pgdata):
         # A pid left by a crash (or reused by another program): postgres would refuse to start.
         (pgdata / "postmaster.pid").unlink(missing_ok=True)
         return None
@@ -459,9 +467,18 @@ def _start(data_dir: Path, socket_dir: Path, port: int, fast_unsafe: bool, run_a
         **run_as.kwargs(),
     )
     if proc.returncode != 0:
+        tail = _log_tail(data_dir)
+        hint = ""
+        if run_as.is_other and "Permission denied" in tail:
+            # Typically an ancestor dir lost o+x after we set it (pytest re-chmods
+            # /tmp/pytest-of-<user> to 0700 whenever a new session starts).
+            hint = (
+                f"\nHint: user {run_as.name} needs search (x) permission on every directory above "
+                f"{data_dir}; something may have removed it."
+            )
         raise EmbeddedError(
             f"PostgreSQL failed to start (data dir {data_dir}, port {port}):\n"
-            f"{proc.stdout}{proc.stderr}\nServer log tail ({log}):\n{_log_tail(data_dir)}"
+            f"{proc.stdout}{proc.stderr}\nServer log tail ({log}):\n{tail}{hint}"
         )
 
 
@@ -671,7 +688,7 @@ def stop_embedded(data_dir: Path) -> None:
     run_as = _run_as()
     with _locked(data_dir):
         info = _read_postmaster_pid(pgdata)
-        if info is None or not _pid_alive(info[0]) or not _is_postgres(info[0]):
+        if info is None or not _pid_alive(info[0]) or not _is_our_postmaster(info[0], pgdata):
             return
         proc = subprocess.run(
             [str(embedded_binary("pg_ctl")), "stop", "-w", "-s", "-m", "fast", "-t", "60", "-D", str(pgdata)],

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -33,14 +35,25 @@ from proxy.embedded import (
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _scratch_dir() -> Path:
+    """A fresh dir directly under the system temp dir, not pytest's tmp_path.
+
+    Under root the server runs as another user that needs o+x on every ancestor,
+    and pytest strips group/other bits from /tmp/pytest-of-<user> whenever any
+    pytest session starts, which would break a server started under it.
+    """
+    return Path(tempfile.mkdtemp(prefix="pgveil-test-"))
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("embedded") / "pg"
+def server():
+    data_dir = _scratch_dir() / "pg"
     info = ensure_embedded(data_dir, databases=["app"], fast_unsafe=True)
     try:
         yield info
     finally:
         stop_embedded(data_dir)
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
 def _postmaster_pid(info: EmbeddedInfo) -> int:
@@ -56,7 +69,8 @@ def _accepts(info: EmbeddedInfo) -> bool:
 
 def _fetch(dsn: str, sql: str):
     async def go():
-        conn = await asyncpg.connect(dsn)
+        # Short timeouts: a wrong port must fail fast, not after asyncpg's default 60 s.
+        conn = await asyncpg.connect(dsn, timeout=20, command_timeout=30)
         try:
             return await conn.fetch(sql)
         finally:
@@ -191,8 +205,24 @@ def test_start_failure_reports_server_log(server):
     ensure_embedded(server.data_dir, fast_unsafe=True)
 
 
-def test_concurrent_first_init_from_two_processes(tmp_path):
-    data_dir = tmp_path / "pg"
+def test_stale_postmaster_pid_is_ignored(server):
+    """A pid file left by a crash, naming a dead pid or a pid reused by another program."""
+    stop_embedded(server.data_dir)
+    pidfile = server.data_dir / "pgdata" / "postmaster.pid"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    for pid in (gone.pid, os.getpid()):
+        pidfile.write_text(f"{pid}\n{pidfile.parent}\n1700000000\n{server.port}\n\n127.0.0.1\n")
+        stop_embedded(server.data_dir)  # must not signal that pid
+        info = ensure_embedded(server.data_dir, fast_unsafe=True)
+        assert _fetch(info.dsn("app"), "SELECT 1 AS one")[0]["one"] == 1
+        assert _postmaster_pid(info) not in (gone.pid, os.getpid())
+        stop_embedded(server.data_dir)
+    ensure_embedded(server.data_dir, fast_unsafe=True)
+
+
+def test_concurrent_first_init_from_two_processes():
+    data_dir = _scratch_dir() / "pg"
     script = textwrap.dedent(
         f"""
         from pathlib import Path
@@ -206,7 +236,7 @@ def test_concurrent_first_init_from_two_processes(tmp_path):
         for _ in range(2)
     ]
     try:
-        outs = [p.communicate(timeout=60) for p in procs]
+        outs = [p.communicate(timeout=120) for p in procs]
         for p, (out, errtext) in zip(procs, outs):
             assert p.returncode == 0, errtext
         assert outs[0][0] == outs[1][0]  # same port and same password: one cluster
@@ -216,6 +246,7 @@ def test_concurrent_first_init_from_two_processes(tmp_path):
         assert _fetch(info.dsn("shared"), "SELECT current_database() AS d")[0]["d"] == "shared"
     finally:
         stop_embedded(data_dir)
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
 def test_long_data_dir_falls_back_to_short_socket_dir(tmp_path):
