@@ -279,8 +279,7 @@ async def load_demo_dataset(dsn: str, *, force: bool = False, seed: int = 7) -> 
             counts = await _counts(conn)
             loaded = False
             if not any(counts.values()):
-                for table, rows in generate(seed):
-                    await conn.copy_records_to_table(table, records=rows, columns=TABLES[table], schema_name="public")
+                await _copy_all(conn, generate(seed))
                 loaded = True
         if loaded:
             await conn.execute("ANALYZE public.patients, public.claims, public.visits")
@@ -288,6 +287,19 @@ async def load_demo_dataset(dsn: str, *, force: bool = False, seed: int = 7) -> 
         return counts
     finally:
         await conn.close()
+
+
+async def _copy_all(conn, tables: Iterator[tuple[str, list[tuple]]]) -> None:
+    """COPY each table while the next one is generated in a worker thread: the server's
+    share of a COPY (foreign-key checks, index builds) then overlaps Python's generation."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    pending = loop.run_in_executor(None, next, tables, None)
+    while (item := await pending) is not None:
+        table, rows = item
+        pending = loop.run_in_executor(None, next, tables, None)
+        await conn.copy_records_to_table(table, records=rows, columns=TABLES[table], schema_name="public")
 
 
 async def _counts(conn) -> dict[str, int]:

@@ -34,7 +34,6 @@ only, stops servers via atexit).
 from __future__ import annotations
 
 import base64
-import errno
 import fcntl
 import hashlib
 import os
