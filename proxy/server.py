@@ -136,11 +136,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         if self.session is not None:
-            session = self.session
-            if session.state is State.READY and session.in_flight and self.backend is not None:
-                # The client vanished mid-query: stop the work it started.
-                self.proxy.cancel_backend(session)
-            self._apply(session.handle(ev.ClientClosed()))
+            self._apply(self.session.handle(ev.ClientClosed()))
         self._close()
 
     def pause_writing(self) -> None:
@@ -176,6 +172,8 @@ class ClientConnection(asyncio.Protocol):
                 self._spawn(self._connect_backend(c.params))
             elif kind is cmd.StartClientTls:
                 self._spawn(self._start_tls())
+            elif kind is cmd.CancelBackendQuery:
+                self.proxy.cancel_backend(self.session)
             elif kind is cmd.ForwardCancel:
                 self.proxy.forward_cancel(c.pid, c.key)
             else:

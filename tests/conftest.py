@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -38,8 +41,11 @@ CREATE TABLE events (id bigserial PRIMARY KEY, kind text NOT NULL, at timestampt
 
 
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory):
-    server = start_postgres(tmp_path_factory.mktemp("pg") / "embedded")
+def pg():
+    # Not under pytest's tmp dir: pytest resets it to mode 0700 whenever any pytest
+    # run starts, which would lock out the server's own (non-root) system user.
+    base = Path(tempfile.mkdtemp(prefix="pgveil-test-"))
+    server = start_postgres(base / "embedded")
 
     async def setup():
         conn = await asyncpg.connect(server.dsn())
@@ -58,6 +64,7 @@ def pg(tmp_path_factory):
     yield server
     if server.stop:
         server.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

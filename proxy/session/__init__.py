@@ -8,7 +8,7 @@ states and the allowed transitions as data; ``machine.Session`` applies them.
 What it must not touch: sockets, asyncio, clocks (timeouts arrive as events),
 the backend's address. It can be driven entirely from a test with bytes.
 """
-from .commands import Close, ConnectBackend, ForwardCancel, SendToBackend, SendToClient, StartClientTls
+from .commands import CancelBackendQuery, Close, ConnectBackend, ForwardCancel, SendToBackend, SendToClient, StartClientTls
 from .events import (AuthTimedOut, BackendClosed, BackendConnected, BackendDataReceived, BackendFailed,
                      ClientClosed, ClientDataReceived, ClientTlsStarted)
 from .machine import Session, SessionSettings
@@ -16,7 +16,7 @@ from .states import State
 
 __all__ = [
     "Session", "SessionSettings", "State",
-    "Close", "ConnectBackend", "ForwardCancel", "SendToBackend", "SendToClient", "StartClientTls",
+    "CancelBackendQuery", "Close", "ConnectBackend", "ForwardCancel", "SendToBackend", "SendToClient", "StartClientTls",
     "AuthTimedOut", "BackendClosed", "BackendConnected", "BackendDataReceived", "BackendFailed",
     "ClientClosed", "ClientDataReceived", "ClientTlsStarted",
 ]

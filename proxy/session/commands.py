@@ -35,6 +35,11 @@ class ForwardCancel:
 
 
 @dataclass(slots=True)
+class CancelBackendQuery:
+    """Cancel whatever this session's backend is running (the client left mid-query)."""
+
+
+@dataclass(slots=True)
 class Close:
     """Close the client connection (and the backend, if any)."""
 

@@ -178,10 +178,15 @@ class Session:
             if tag == b"Q" or tag == b"S" or tag == b"F":  # each is answered by one ReadyForQuery
                 self.in_flight += 1
             elif tag == b"X":
-                self.state = State.CLOSED
-                out.append(cmd.Close("client terminated"))
+                out += self._leave("client terminated")
                 break
         return out
+
+    def _leave(self, reason: str) -> list:
+        """The client is gone: stop any statement it left running, then close."""
+        out: list = [cmd.CancelBackendQuery()] if self.state is State.READY and self.in_flight else []
+        self.state = State.CLOSED
+        return out + [cmd.Close(reason)]
 
     # -- backend bytes ------------------------------------------------------------
 
@@ -219,8 +224,7 @@ class Session:
         return self._fatal("08006", f"pgveil could not open a backend session: {event.message}")
 
     def _client_closed(self, _event) -> list:
-        self.state = State.CLOSED
-        return [cmd.Close("client closed the connection")]
+        return self._leave("client closed the connection")
 
     def _backend_closed(self, _event) -> list:
         if self.state is State.READY:
