@@ -118,16 +118,17 @@ class ClientConnection(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         proxy = self.proxy
-        if len(proxy.connections) >= proxy.settings.max_connections or proxy.closing:
-            why = "sorry, too many clients already" if not proxy.closing else "the database system is shutting down"
-            code = "53300" if not proxy.closing else "57P03"
-            transport.write(be.error(code, why, severity="FATAL"))
-            transport.close()
-            self.closed = True
-            return
-        pid, key = proxy.new_cancel_key(self)
-        self.session = Session(proxy.session_settings, pid, key)
-        proxy.connections.add(self)
+        refusal = None
+        if proxy.closing:
+            refusal = ("57P03", "the database system is shutting down")
+        elif len(proxy.connections) >= proxy.settings.max_connections:
+            refusal = ("53300", "sorry, too many clients already")
+        if refusal is None:
+            pid, key = proxy.new_cancel_key(self)
+            proxy.connections.add(self)
+        else:
+            pid, key = 0, b""
+        self.session = Session(proxy.session_settings, pid, key, refusal)
         self._auth_timer = asyncio.get_running_loop().call_later(proxy.settings.auth_timeout, self._auth_timeout)
 
     def data_received(self, data: bytes) -> None:

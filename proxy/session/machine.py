@@ -36,8 +36,13 @@ class SessionSettings:
 class Session:
     """State of one client connection, from startup to close."""
 
-    def __init__(self, settings: SessionSettings, cancel_pid: int, cancel_key: bytes) -> None:
+    def __init__(self, settings: SessionSettings, cancel_pid: int, cancel_key: bytes,
+                 refusal: tuple[str, str] | None = None) -> None:
         self.settings = settings
+        # (sqlstate, message) to answer the startup packet with, e.g. when over the
+        # connection limit: like PostgreSQL, SSL/GSS requests and cancels are still
+        # handled first, so clients see the real reason.
+        self.refusal = refusal
         self.state = State.STARTUP
         self.cancel_pid = cancel_pid
         self.cancel_key = cancel_key
@@ -117,6 +122,8 @@ class Session:
         return self._on_startup(msg)
 
     def _on_startup(self, msg: st.StartupMessage) -> list:
+        if self.refusal is not None:
+            return self._fatal(*self.refusal)
         params = msg.params
         user = params.get("user")
         if not user:
