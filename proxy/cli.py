@@ -45,6 +45,29 @@ def _cmd_passwd(args) -> int:
     return 0
 
 
+def _cmd_schema(args) -> int:
+    import json
+
+    from rewrite.policy.schema import json_schema
+
+    from .config import Config
+
+    print(json.dumps(json_schema(Config), indent=2))
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from .config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"pgveil: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    print(f"{args.config}: OK ({len(config.users)} users, {len(config.policies)} policies)")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -65,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--password", help="the password (prefer the prompt or stdin: arguments show in ps)")
     p.add_argument("--iterations", type=int, default=4096)
     p.set_defaults(func=_cmd_passwd)
+
+    p = sub.add_parser("check", help="validate a config file without serving")
+    p.add_argument("--config", "-c", required=True)
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the config file, for editors")
+    p.set_defaults(func=_cmd_schema)
 
     p = sub.add_parser("demo", help="start a bundled PostgreSQL with a clinic dataset and the proxy")
     p.add_argument("--port", type=int, default=6432)
