@@ -1,0 +1,184 @@
+"""The rewrite façade: SQL text + context in, one verdict per statement out.
+
+``rewrite_statements(sql, ctx) -> list[Verdict]`` and ``rewrite_sql(sql, ctx)
+-> Verdict`` (one verdict for the whole text: the first denial, or all
+statements joined). Order per statement: parse (pglast) -> gates
+(rewrite.gates.check_statement, if that package exists) -> analysis ->
+passes -> print -> re-parse check. Any internal error denies (fail closed).
+Verdicts are cached by (exact text, subject, policy version and validity
+epoch, catalog version, search_path, tags).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Union
+
+from rewrite.analysis import ParseFailure, analyze, parse_statements, print_node, reparse_check
+from rewrite.catalog import Catalog, Relation
+from rewrite.decide import PolicySet, Subject, TableDecision, TableInfo, decide
+from rewrite.engine.governed import Governance
+from rewrite.engine.keys import KeyProvider
+from rewrite.engine.masks import Unsupported
+from rewrite.engine.passes import RewritePlan, rewrite
+from rewrite.engine.templates import TemplateError
+
+
+@dataclass(frozen=True)
+class Allow:
+    sql: str
+
+
+@dataclass(frozen=True)
+class Deny:
+    sqlstate: str
+    message: str
+    policy: str | None = None
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    sql: str
+    plan: RewritePlan
+
+
+Verdict = Union[Allow, Deny, Rewritten]
+Gate = Callable[[Any, "RewriteContext"], Any]
+
+
+@dataclass(frozen=True, eq=False)
+class RewriteContext:
+    """Everything a rewrite depends on. Build one per session (or per policy/catalog change) and reuse it.
+
+    ``search_path``: the pinned path, ``$user`` already expanded. ``tags``: the
+    config's ``tags:`` section. ``keys``: table keys (the proxy must have loaded
+    them into pg_temp.pgveil_keys, see rewrite.engine.keys). ``gate``: overrides
+    the gates hook (tests); None looks for ``rewrite.gates.check_statement``.
+    """
+
+    subject: Subject
+    policies: PolicySet
+    catalog: Catalog
+    keys: KeyProvider | None = None
+    search_path: tuple[str, ...] = ("public",)
+    tags: Mapping[str, Any] = field(default_factory=dict)
+    gate: Gate | None = None
+    now: float | None = None
+
+    def __post_init__(self) -> None:
+        tags = repr(sorted((k, tuple(v)) for k, v in dict(self.tags).items()))
+        object.__setattr__(self, "_tags_fp", hashlib.sha256(tags.encode()).hexdigest()[:16])
+
+    def cache_key(self, sql: str) -> tuple:
+        now = time.time() if self.now is None else self.now
+        return (sql, self.subject.fingerprint, self.policies.version, self.policies.epoch(now), self.catalog.version,
+                self.search_path, self._tags_fp)  # type: ignore[attr-defined]
+
+    def table_info(self, rel: Relation) -> TableInfo:
+        holder = type("T", (), {"tags": dict(self.tags)})
+        return TableInfo.from_config(holder, rel.schema, rel.name, [(c.name, c.type) for c in rel.columns])
+
+
+_MAX_CACHE = 50_000
+_cache: dict[tuple, list[Verdict]] = {}
+_GATES_MISSING = object()
+_gates: Any = None
+
+
+def _default_gate() -> Any:
+    """rewrite.gates.check_statement; None when there is no gates package; raises when it is broken."""
+    global _gates
+    if _gates is None:
+        if importlib.util.find_spec("rewrite.gates") is None:
+            _gates = _GATES_MISSING
+        else:
+            _gates = importlib.import_module("rewrite.gates").check_statement  # errors propagate: fail closed
+    return None if _gates is _GATES_MISSING else _gates
+
+
+def _refusal_to_deny(r: Any) -> Deny:
+    return Deny(getattr(r, "sqlstate", "42501") or "42501", getattr(r, "message", None) or "statement refused",
+                getattr(r, "policy", None))
+
+
+def _one(raw: Any, text: str, ctx: RewriteContext, gate: Gate | None) -> Verdict:
+    if gate is not None:
+        refusal = gate(raw, ctx)
+        if refusal is not None:
+            return _refusal_to_deny(refusal)
+    analysis = analyze(raw, ctx.catalog, ctx.search_path)
+    if analysis.errors:
+        state, message = analysis.errors[0]
+        return Deny(state, message)
+    gov = Governance(ctx.catalog, lambda rel: decide(ctx.policies, ctx.subject, ctx.table_info(rel), now=ctx.now))
+    plan, refusal = rewrite(raw, analysis, ctx.catalog, gov, ctx.subject)
+    if refusal is not None:
+        return Deny(refusal.sqlstate, refusal.message, refusal.policy)
+    if plan is None:
+        return Allow(text)
+    sql = print_node(raw.stmt)
+    reparse_check(sql)
+    return Rewritten(sql, plan)
+
+
+def _uncached(sql: str, ctx: RewriteContext) -> list[Verdict]:
+    try:
+        stmts = parse_statements(sql)
+    except ParseFailure as exc:
+        return [Deny("42601", f"syntax error: {exc}")]
+    if ctx.subject.unrestricted:
+        return [Allow(text) for _, text in stmts]  # no gates, no data policies; still audited by the proxy
+    try:
+        gate = ctx.gate if ctx.gate is not None else _default_gate()
+    except Exception as exc:  # a broken gates package must not mean "no gates"
+        return [Deny("XX000", f"pgveil statement gates failed to load ({type(exc).__name__}); refusing")]
+    out: list[Verdict] = []
+    for raw, text in stmts:
+        try:
+            out.append(_one(raw, text, ctx, gate))
+        except (Unsupported, TemplateError) as exc:
+            out.append(Deny("0A000", str(exc)))
+        except ParseFailure as exc:
+            out.append(Deny("XX000", f"pgveil produced SQL it cannot verify; refusing ({exc})"))
+        except Exception as exc:  # fail closed: never pass a statement we failed to rewrite
+            out.append(Deny("XX000", f"pgveil could not rewrite this statement ({type(exc).__name__}); refusing"))
+    return out
+
+
+def rewrite_statements(sql: str, ctx: RewriteContext, use_cache: bool = True) -> list[Verdict]:
+    """One verdict per statement of ``sql`` (a parse error gives one Deny for the whole text)."""
+    if not use_cache:
+        return _uncached(sql, ctx)
+    key = ctx.cache_key(sql)
+    hit = _cache.get(key)
+    if hit is None:
+        hit = _uncached(sql, ctx)
+        if len(_cache) >= _MAX_CACHE:
+            _cache.clear()
+        _cache[key] = hit
+    return list(hit)
+
+
+def rewrite_sql(sql: str, ctx: RewriteContext, use_cache: bool = True) -> Verdict:
+    """One verdict for the whole text: the first Deny, else Allow / Rewritten of all statements joined by ';'."""
+    verdicts = rewrite_statements(sql, ctx, use_cache)
+    for v in verdicts:
+        if isinstance(v, Deny):
+            return v
+    if len(verdicts) == 1:
+        return verdicts[0]
+    if all(isinstance(v, Allow) for v in verdicts):
+        return Allow(sql)
+    parts = [v.sql for v in verdicts]  # type: ignore[union-attr]
+    plans = [v.plan for v in verdicts if isinstance(v, Rewritten)]
+    merged = RewritePlan(tuple(dict.fromkeys(t for p in plans for t in p.tables)),
+                         tuple(sorted({x for p in plans for x in p.policies})),
+                         any(p.fenced for p in plans), any(p.fence_lifted for p in plans))
+    return Rewritten(";\n".join(parts), merged)
+
+
+def clear_cache() -> None:
+    _cache.clear()
