@@ -20,7 +20,7 @@ from .dsn import BackendTarget
 from .session import commands as cmd
 from .session import events as ev
 from .session import Session, SessionSettings, State
-from .wire import backend as be
+from .wire import ProtocolViolation, backend as be
 from .wire.startup import CancelRequest, SSLRequest
 
 log = logging.getLogger("pgveil.server")
@@ -132,8 +132,14 @@ class ClientConnection(asyncio.Protocol):
         self._auth_timer = asyncio.get_running_loop().call_later(proxy.settings.auth_timeout, self._auth_timeout)
 
     def data_received(self, data: bytes) -> None:
-        if self.session is not None:
-            self._apply(self.session.handle(ev.ClientDataReceived(data)))
+        session = self.session
+        if session is None:
+            return
+        relay = session.client_bytes(data)  # hot path: whole messages, nothing to inspect
+        if relay is not None:
+            self.backend.transport.write(relay)
+        else:
+            self._apply(session.handle(ev.ClientDataReceived(data)))
 
     def connection_lost(self, exc) -> None:
         if self.session is not None:
@@ -151,7 +157,17 @@ class ClientConnection(asyncio.Protocol):
     # -- from the backend ---------------------------------------------------------
 
     def on_backend_data(self, data: bytes) -> None:
-        self._apply(self.session.handle(ev.BackendDataReceived(data)))
+        if self.closed:
+            return
+        try:
+            relay = self.session.backend_bytes(data)  # hot path: relay as received
+        except ProtocolViolation as exc:
+            log.error("backend sent an invalid message stream: %s", exc)
+            self.transport.write(be.error("08P01", "pgveil lost track of the backend's messages", severity="FATAL"))
+            self._close()
+            return
+        if relay:
+            self.transport.write(data)
 
     def on_backend_closed(self) -> None:
         if not self.closed:

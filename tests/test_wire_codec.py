@@ -359,6 +359,36 @@ def test_walker_random_chunking(cuts):
     assert walk([BACKEND_STREAM[a:b] for a, b in zip(bounds, bounds[1:])]) == EXPECTED
 
 
+def ready_counts(chunks) -> tuple[int, list[int]]:
+    """ready_count over chunks: total ReadyForQuery count and the status after each chunk with one."""
+    walker = StreamWalker(b"Z")
+    total, statuses = 0, []
+    for c in chunks:
+        n, status = walker.ready_count(c)
+        total += n
+        if n:
+            statuses.append(status)
+    return total, statuses
+
+
+def test_ready_count_agrees_with_feed_at_every_split():
+    s = BACKEND_STREAM
+    for i in range(len(s) + 1):
+        for j in range(i, len(s) + 1, 7):
+            total, statuses = ready_counts([s[:i], s[i:j], s[j:]])
+            assert total == 3, (i, j)  # Unknown(b"Z", b"") has no status byte and is not counted
+            assert statuses[-1] == ord("T"), (i, j)
+
+
+def test_ready_count_mixed_with_feed_keeps_alignment():
+    walker = StreamWalker(b"Z")
+    s = BACKEND_STREAM
+    half = len(s) // 2
+    first = walker.feed(s[:half])
+    n, status = walker.ready_count(s[half:])
+    assert sum(1 for t, f in first if t == b"Z" and f is not None) + n == 3 and status == ord("T")
+
+
 def test_walker_refuses_length_below_4():
     with pytest.raises(ProtocolViolation):
         StreamWalker().feed(b"Z\x00\x00\x00\x03")

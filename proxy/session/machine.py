@@ -8,6 +8,7 @@ session always knows whether a statement is in flight.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from struct import Struct
 from typing import Callable
 
 from ..auth import AuthFailed, ScramExchange, Verifier
@@ -15,6 +16,12 @@ from ..wire import MessageBuffer, ProtocolViolation, StreamWalker, backend as be
 from . import commands as cmd
 from . import events as ev
 from .states import TRANSITIONS, State
+
+_HEADER = Struct("!cI")
+# Client messages the relay must look at itself rather than forward blindly.
+_INSPECTED_TAGS = frozenset({b"X"})
+# Client messages each answered by one ReadyForQuery.
+_SYNC_TAGS = frozenset({b"Q", b"S", b"F"})
 
 # Startup parameters that never reach the backend as given: pgveil sets them itself.
 _RESERVED_PARAMS = frozenset({"user", "database", "replication"})
@@ -182,7 +189,7 @@ class Session:
             return []
         out: list = [cmd.SendToBackend(raw)]
         for tag, _body in messages:
-            if tag == b"Q" or tag == b"S" or tag == b"F":  # each is answered by one ReadyForQuery
+            if tag in _SYNC_TAGS:
                 self.in_flight += 1
             elif tag == b"X":
                 out += self._leave("client terminated")
@@ -197,14 +204,46 @@ class Session:
 
     # -- backend bytes ------------------------------------------------------------
 
-    def _backend_data(self, data: bytes) -> list:
+    # -- hot path: READY relay without events or commands ---------------------------
+
+    def client_bytes(self, data: bytes) -> bytes | None:
+        """Bytes to forward to the backend unchanged, or None to take ``handle``.
+
+        Applies when the session is READY, nothing is buffered and ``data`` holds
+        only whole messages that need no inspection: then only the headers are
+        read, counting the messages that the backend answers with ReadyForQuery.
+        """
+        if self.state is not State.READY or len(self._client_buf):
+            return None
+        unpack = _HEADER.unpack_from
+        limit = self.settings.max_message_size
+        size = len(data)
+        pos = 0
+        syncs = 0
+        while size - pos >= 5:
+            tag, length = unpack(data, pos)
+            if tag in _INSPECTED_TAGS or length < 4 or length > limit:
+                return None
+            if tag in _SYNC_TAGS:
+                syncs += 1
+            pos += 1 + length
+        if pos != size:
+            return None
+        self.in_flight += syncs
+        return data
+
+    def backend_bytes(self, data: bytes) -> bool:
+        """Note backend bytes that the caller forwards as they are; False: use ``handle``."""
         if self.state is not State.READY:
-            return []
-        for tag, first in self._walker.feed(data):
-            if tag == b"Z" and first is not None:
-                self.in_flight = max(0, self.in_flight - 1)
-                self.transaction_status = chr(first)
-        return [cmd.SendToClient(data)]
+            return False
+        count, status = self._walker.ready_count(data)
+        if count:
+            self.in_flight = max(0, self.in_flight - count)
+            self.transaction_status = chr(status)
+        return True
+
+    def _backend_data(self, data: bytes) -> list:
+        return [cmd.SendToClient(data)] if self.backend_bytes(data) else []
 
     # -- other events ---------------------------------------------------------------
 

@@ -132,6 +132,44 @@ class StreamWalker:
             pos = self._start_message(data, pos, data, pos + 5, events, carried=False)
         return events
 
+    def ready_count(self, data: bytes) -> tuple[int, int | None]:
+        """How many ReadyForQuery messages start in ``data``, and the last one's status byte.
+
+        The per-chunk hot path of the backend direction: when the previous chunk
+        ended on a message boundary (the usual case) the headers are walked
+        inline; anything straddling a boundary takes the general ``feed``.
+        """
+        if self._remaining or self._header or self._want_peek is not None or b"Z" not in self._peek_tags:
+            count, status = 0, None
+            for tag, first in self.feed(data):
+                if tag == b"Z" and first is not None:
+                    count += 1
+                    status = first
+            return count, status
+        unpack = _HEADER.unpack_from
+        size = len(data)
+        pos = 0
+        count = 0
+        status = None
+        while size - pos >= 5:
+            tag, length = unpack(data, pos)
+            if length < 4:
+                raise ProtocolViolation(f"invalid message length {length} from server")
+            end = pos + 1 + length
+            if tag == b"Z" and length > 4:
+                if pos + 5 < size:
+                    count += 1
+                    status = data[pos + 5]
+                else:
+                    self._want_peek = tag
+            if end > size:
+                self._remaining = end - size
+                return count, status
+            pos = end
+        if pos < size:
+            self._header = bytes(data[pos:])
+        return count, status
+
     def _start_message(self, hdr, hpos: int, data: bytes, body_pos: int, events: list, *, carried: bool) -> int:
         tag, length = _HEADER.unpack_from(hdr, hpos)
         if length < 4:
