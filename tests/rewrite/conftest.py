@@ -40,7 +40,7 @@ tables:
 policies:
   - name: read-rw
     access:
-      tables: [rw.patients, rw.claims, rw.visits, rw.open, rw.patients_v, rw.parts, rw.parts_a]
+      tables: [rw.patients, rw.claims, rw.visits, rw.open, rw.patients_v, rw.parts, rw.parts_a, rw.sink, rw.vault]
       allow: {groups: [analysts, admins, contractors]}
       deny: {groups: [contractors]}
   - name: hash-pii
@@ -74,6 +74,10 @@ policies:
     mask: {column: rw.visits.visited_at, type: round, unit: month, for: {everyone_except: {groups: [admins]}}}
   - name: sample-visits
     row_filter: {table: rw.visits, minimize: {percent: 50}, for: {everyone_except: {groups: [admins]}}}
+  - name: vault-filter  # a costly filter (six operators): the planner puts cheaper user predicates before it
+    row_filter: {table: rw.vault, where: "(((id + 1) * 2 - 2) / 2) - 0 <= 3", for: everyone}
+  - name: open-mask
+    mask: {column: rw.open.v, type: constant, value: hidden, for: {everyone_except: {groups: [admins]}}}
   - name: parts-filter
     row_filter: {table: rw.parts, where: "region <> 'hidden'", for: {everyone_except: {groups: [admins]}}}
 """
@@ -101,11 +105,15 @@ INSERT INTO rw.visits SELECT g, '10.0.0.' || g, g * 37, timestamptz '2025-03-17 
 FROM generate_series(1, 200) g;
 CREATE TABLE rw.open (id int PRIMARY KEY, v text);
 INSERT INTO rw.open SELECT g, 'v' || g FROM generate_series(1, 1000) g;
+CREATE TABLE rw.sink (id int, v text);
+CREATE TABLE rw.vault (id int PRIMARY KEY, secret text);
+INSERT INTO rw.vault SELECT g, CASE WHEN g > 3 THEN 'SECRET-' || g ELSE 'ok' || g END FROM generate_series(1, 10) g;
 CREATE VIEW rw.patients_v AS SELECT * FROM rw.patients;
 CREATE TABLE rw.parts (id int, region text) PARTITION BY LIST (region);
 CREATE TABLE rw.parts_a PARTITION OF rw.parts FOR VALUES IN ('a');
 CREATE TABLE rw.parts_h PARTITION OF rw.parts FOR VALUES IN ('hidden');
 INSERT INTO rw.parts VALUES (1, 'a'), (2, 'hidden');
+UPDATE rw.parts SET region = region WHERE false;
 ANALYZE rw.claims, rw.open;
 """
 
