@@ -15,6 +15,7 @@ from proxy.session import (AuthTimedOut, BackendClosed, BackendConnected, Backen
                            ClientClosed, ClientDataReceived, ClientTlsStarted, Close, ConnectBackend, ForwardCancel,
                            SendToBackend, SendToClient, Session, SessionSettings, StartClientTls, State)
 from proxy.session.machine import MAX_AUTH_MESSAGE
+from proxy.session.startup_params import PINNED
 from proxy.wire import MessageBuffer
 from proxy.wire import backend as be
 from proxy.wire import frontend as fe
@@ -113,7 +114,7 @@ def test_full_scram_exchange_with_empty_user_name():
     assert final.data == b"v=" + base64.b64encode(s._test_scram.expected_server_signature)
     assert ok == be.Authentication.ok()
     # the client's own user and database never reach the backend as given
-    assert out[-1] == ConnectBackend({"application_name": "psql", "DateStyle": "ISO"})
+    assert out[-1] == ConnectBackend({"application_name": "psql", "DateStyle": "ISO", **PINNED})
     assert s.state is State.CONNECTING
 
 
@@ -231,7 +232,7 @@ def test_replication_is_refused(value):
 def test_replication_false_is_a_normal_session():
     s = new_session()
     out = authenticate(s, "alice", PASSWORDS["alice"], replication="false")
-    assert out[-1] == ConnectBackend({})
+    assert out[-1] == ConnectBackend(dict(PINNED))
 
 
 def test_message_other_than_sasl_during_auth():
@@ -324,7 +325,7 @@ def test_protocol_options_are_reported_unrecognized_and_not_forwarded():
     scram = ScramClient(PASSWORDS["alice"])
     (cont,) = sent(client(s, password_message(scram.initial_response())))
     out = client(s, password_message(scram.final(cont.data)))
-    assert out[-1] == ConnectBackend({"application_name": "x"})
+    assert out[-1] == ConnectBackend({"application_name": "x", **PINNED})
 
 
 def test_unsupported_protocol_major():
@@ -458,3 +459,34 @@ def test_tls_started_out_of_turn_is_a_protocol_violation():
     s = new_session()
     login(s)
     assert_fatal(s.handle(ClientTlsStarted()), "08P01")
+
+
+# -- startup parameters: pinned settings, refused options ------------------------------------
+
+@pytest.mark.parametrize("params, sqlstate, fragment", [
+    ({"options": "-c search_path=evil"}, "42501", "search_path"),
+    ({"options": "-csearch_path=evil,public"}, "42501", "search_path"),
+    ({"options": "--role=postgres"}, "42501", "role"),
+    ({"options": "-c session_authorization=postgres"}, "42501", "session_authorization"),
+    ({"options": "-c standard_conforming_strings=off"}, "42501", "standard_conforming_strings"),
+    ({"options": "-c application_name=ok -c backslash_quote=on"}, "42501", "backslash_quote"),
+    ({"options": "-E"}, "42501", "-E"),
+    ({"search_path": "evil"}, "42501", "search_path"),
+    ({"SEARCH_PATH": "evil"}, "42501", "SEARCH_PATH"),
+    ({"client_encoding": "SJIS"}, "22023", "SJIS"),
+    ({"options": "-c client_encoding=BIG5"}, "22023", "BIG5"),
+])
+def test_startup_settings_that_change_parsing_or_security_are_refused(params, sqlstate, fragment):
+    s = new_session()
+    out = client(s, startup_packet("alice", DB, **params))
+    (err,) = sent(out[:1])
+    assert err.get("C") == sqlstate and fragment in err.get("M")
+    assert out[-1] == Close(err.get("M")) and s.state is State.CLOSED
+
+
+def test_harmless_startup_settings_pass_and_pgveil_ones_stay_in_the_proxy():
+    s = new_session()
+    out = authenticate(s, "alice", PASSWORDS["alice"], client_encoding="UTF8",
+                       options=r"-c DateStyle=ISO,\ MDY -c pgveil.purpose=Research.Marketing --statement-timeout=5s")
+    assert out[-1] == ConnectBackend({"DateStyle": "ISO, MDY", "statement_timeout": "5s", **PINNED})
+    assert s.context_choice == {"pgveil.purpose": "Research.Marketing"}

@@ -14,6 +14,7 @@ from typing import Callable
 from ..auth import AuthFailed, ScramExchange, Verifier
 from ..wire import MessageBuffer, ProtocolViolation, StreamWalker, backend as be, frontend as fe, startup as st
 from . import commands as cmd
+from . import startup_params
 from . import events as ev
 from .states import TRANSITIONS, State
 
@@ -55,7 +56,8 @@ class Session:
         self.cancel_key = cancel_key
         self.user: str | None = None
         self.database: str | None = None
-        self.startup_params: dict[str, str] = {}
+        self.startup_params: dict[str, str] = {}  # what the backend session starts with
+        self.context_choice: dict[str, str] = {}  # pgveil.purpose / pgveil.project asked at startup
         self.tls = False
         self.in_flight = 0  # Query/Sync/FunctionCall messages sent and not yet answered by ReadyForQuery
         self.transaction_status = "I"
@@ -139,7 +141,13 @@ class Session:
             return self._fatal("42501", "replication connections are not supported through pgveil")
         self.user = user
         self.database = params.get("database") or user
-        self.startup_params = {k: v for k, v in params.items() if k not in _RESERVED_PARAMS and not k.startswith("_pq_.")}
+        try:
+            choice = startup_params.choose(
+                {k: v for k, v in params.items() if k not in _RESERVED_PARAMS and not k.startswith("_pq_.")})
+        except startup_params.StartupRefused as exc:
+            return self._fatal(exc.sqlstate, str(exc))
+        self.startup_params = choice.backend_params
+        self.context_choice = choice.pgveil
         out: list = []
         unknown_options = tuple(k for k in params if k.startswith("_pq_."))
         if msg.minor > 0 or unknown_options:
