@@ -54,8 +54,8 @@ FORMATTING = _names("""
 # Function-style casts: int4(x), text(x), numeric(x, p, s)...
 CASTS = _names("""
     bool bit varbit bpchar char varchar name text int2 int4 int8 float4 float8 numeric money
-    date time timetz timestamp timestamptz interval bytea oid xml uuid
-    inet cidr macaddr macaddr8 regclass
+    date time timetz timestamp timestamptz interval bytea oid xml
+    cidr macaddr macaddr8 regclass
     box circle line lseg path point polygon
 """)
 

@@ -40,7 +40,7 @@ DENIED_NAMES: dict[str, frozenset[str]] = {
     # Reading or changing server settings, outside the SET rules.
     "settings": _names("""
         set_config pg_show_all_settings pg_settings_get_flags pg_reload_conf
-        pg_conf_load_time pg_db_role_setting
+        pg_conf_load_time
     """),
     # Other sessions, the server process, locks and notifications.
     "other sessions": _names("""
