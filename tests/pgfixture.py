@@ -34,6 +34,7 @@ class PgServer:
     service_password: str
     database: str = TEST_DB
     stop: object = field(default=None, repr=False)
+    data_dir: object = None  # the embedded server's data dir; None for an external server
 
     def dsn(self, *, superuser: bool = True, database: str | None = None) -> str:
         user, pw = (self.superuser, self.superuser_password) if superuser else (self.service_user, self.service_password)
@@ -55,7 +56,7 @@ def start_postgres(tmpdir) -> PgServer:
 
     info = ensure_embedded(tmpdir, databases=[TEST_DB], fast_unsafe=True)
     server = PgServer(info.host, info.port, info.superuser, info.superuser_password, info.service_user,
-                      info.service_password, stop=lambda: stop_embedded(tmpdir))
+                      info.service_password, stop=lambda: stop_embedded(tmpdir), data_dir=info.data_dir)
     server.grant_read = lambda: grant_read(info, TEST_DB)
     return server
 

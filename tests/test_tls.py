@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import ssl
 
 import psycopg
@@ -21,6 +22,7 @@ from proxy.wire import backend as be
 from proxy.wire import startup as su
 
 from .pgfixture import PASSWORDS, ProxyThread, client_dsn, proxy_settings
+from . import tls_postgres
 from .rawpg import RawClient, error_of, startup_packet
 
 
@@ -116,3 +118,69 @@ def test_failed_handshake_leaves_the_proxy_serving(tls_proxy):
         assert c.wait_closed(5)
     with psycopg.connect(client_dsn(tls_proxy.port) + "?sslmode=require") as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+# -- TLS towards the backend ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def backend_with_tls(cert_files):
+    """A throwaway PostgreSQL with TLS on, from the system's packages (the embedded build has no TLS)."""
+    server = tls_postgres.start(cert_files)
+    if server is None:
+        pytest.skip("no system PostgreSQL with TLS support (Debian: apt-get install postgresql)")
+    yield server
+    server.stop()
+
+
+def _backend_ssl(dsn: str) -> bool:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0]
+
+
+def test_backend_link_uses_tls_when_configured(backend_with_tls, tmp_path):
+    from proxy.config import parse_config
+    from proxy.runner import backend_tls_context
+
+    pg = backend_with_tls
+    config = parse_config(f"backend: {{dsn: 'postgresql://{pg.service_user}@{pg.host}:{pg.port}/{pg.database}', "
+                          "tls: {mode: require}}\n")
+    ctx = backend_tls_context(config, pg.target())
+    assert ctx is not None
+    common = dict(target=pg.target(), backend_password=pg.service_password)
+    with_tls = ProxyThread(proxy_settings(pg, backend_tls=ctx, **common))
+    plain = ProxyThread(proxy_settings(pg, **common))
+    try:
+        assert _backend_ssl(client_dsn(with_tls.port, database=pg.database)) is True
+        assert _backend_ssl(client_dsn(plain.port, database=pg.database)) is False
+        with psycopg.connect(client_dsn(with_tls.port, database=pg.database)) as conn:
+            assert conn.execute("SELECT count(*) FROM generate_series(1, 500)").fetchone() == (500,)
+    finally:
+        with_tls.stop()
+        plain.stop()
+
+
+def test_backend_tls_required_but_refused_fails_closed(pg):
+    """sslmode=require towards a backend without TLS: the client gets an error, never a plaintext link."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    target = pg.target()
+    p = ProxyThread(proxy_settings(pg, backend_tls=ctx, target=type(target)(target.host, target.port, target.user,
+                                                                             target.database, "require")))
+    try:
+        import asyncio
+        import asyncpg
+
+        async def ssl_is_off():
+            conn = await asyncpg.connect(pg.dsn())
+            try:
+                return await conn.fetchval("SHOW ssl") == "off"
+            finally:
+                await conn.close()
+
+        if not asyncio.run(ssl_is_off()):
+            pytest.skip("the test backend speaks TLS, so it cannot refuse it")
+        with pytest.raises(psycopg.OperationalError, match="pgveil could not open a backend session"):
+            psycopg.connect(client_dsn(p.port))
+    finally:
+        p.stop()
