@@ -8,6 +8,7 @@ Everything else is refused; see docs/gates.md for each decision.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import pglast
@@ -61,7 +62,7 @@ def check_statement(stmt: ast.Node, ctx: GateContext) -> Verdict:
         rule, message = _NAMED_REFUSALS[type(stmt)]
         return privilege(rule, message)
     if type(stmt).__name__.endswith("Stmt"):
-        kind = type(stmt).__name__.removesuffix("Stmt")
+        kind = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", type(stmt).__name__.removesuffix("Stmt")).upper()
         return privilege("ddl", f"{kind} statements are not allowed through pgveil (DDL and administration)")
     return unsupported("syntax", f"{type(stmt).__name__} is not supported by pgveil (syntax)")
 
