@@ -45,7 +45,14 @@ class Rewritten:
     plan: RewritePlan
 
 
-Verdict = Union[Allow, Deny, Rewritten]
+@dataclass(frozen=True)
+class ProxyHandled:
+    """A statement the proxy answers itself (SET/SHOW pgveil.purpose...); ``setting`` is the gates' ProxySetting."""
+
+    setting: Any
+
+
+Verdict = Union[Allow, Deny, Rewritten, ProxyHandled]
 Gate = Callable[[Any, "RewriteContext"], Any]
 
 
@@ -67,6 +74,7 @@ class RewriteContext:
     tags: Mapping[str, Any] = field(default_factory=dict)
     gate: Gate | None = None
     now: float | None = None
+    gate_context: Any = None  # a rewrite.gates.GateContext; None builds one from search_path
 
     def __post_init__(self) -> None:
         tags = repr(sorted((k, tuple(v)) for k, v in dict(self.tags).items()))
@@ -95,7 +103,13 @@ def _default_gate() -> Any:
         if importlib.util.find_spec("rewrite.gates") is None:
             _gates = _GATES_MISSING
         else:
-            _gates = importlib.import_module("rewrite.gates").check_statement  # errors propagate: fail closed
+            gates = importlib.import_module("rewrite.gates")  # errors propagate: fail closed
+
+            def run_gates(raw: Any, ctx: "RewriteContext") -> Any:
+                gctx = ctx.gate_context or gates.GateContext(search_path=ctx.search_path)
+                return gates.check_statement(raw, gctx)
+
+            _gates = run_gates
     return None if _gates is _GATES_MISSING else _gates
 
 
@@ -107,6 +121,8 @@ def _refusal_to_deny(r: Any) -> Deny:
 def _one(raw: Any, text: str, ctx: RewriteContext, gate: Gate | None) -> Verdict:
     if gate is not None:
         refusal = gate(raw, ctx)
+        if refusal is not None and hasattr(refusal, "action") and not hasattr(refusal, "sqlstate"):
+            return ProxyHandled(refusal)
         if refusal is not None:
             return _refusal_to_deny(refusal)
     analysis = analyze(raw, ctx.catalog, ctx.search_path)

@@ -5,6 +5,7 @@ pglast's printer does the quoting; nothing here formats SQL text.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Iterable
 
 from pglast import ast
@@ -31,9 +32,13 @@ def const(value: Any) -> ast.A_Const:
     return ast.A_Const(val=ast.String(sval=str(value)))
 
 
+@lru_cache(maxsize=1024)
 def typename(name: str) -> ast.TypeName:
-    """A TypeName from a type as format_type prints it (``numeric(10,2)``, ``text[]``): parsed, not spliced."""
-    from pglast import parse_sql  # local: only used when building casts to catalog types
+    """A TypeName from a type as format_type prints it (``numeric(10,2)``, ``text[]``): parsed, not spliced.
+
+    Cached and shared between trees: no pass mutates TypeName nodes.
+    """
+    from pglast import parse_sql
 
     tree = parse_sql(f"SELECT NULL::{name}")  # name comes from pg_catalog.format_type, not from users
     return tree[0].stmt.targetList[0].val.typeName

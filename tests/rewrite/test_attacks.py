@@ -167,3 +167,13 @@ def test_json_table(db, run_as, ctx_for):
 def test_cte_shadowing_is_not_a_table(ctx_for):
     v = rewrite_sql("WITH patients AS (SELECT 1 AS ssn) SELECT * FROM patients", ctx_for("alice"))
     assert isinstance(v, Allow)
+
+
+def test_gates_run_through_the_facade(db, config, policies, ctx_for):
+    from rewrite import RewriteContext
+
+    ctx = RewriteContext(ctx_for("alice").subject, policies, db.catalog, None, ("public",), config.tags)
+    v = rewrite_sql("SELECT pg_read_file('/etc/passwd')", ctx)
+    assert isinstance(v, Deny), v
+    v = rewrite_sql("SELECT ssn FROM rw.patients", ctx)
+    assert isinstance(v, Rewritten) and "CAST(NULL AS text) AS ssn" in v.sql
