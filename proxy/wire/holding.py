@@ -1,0 +1,109 @@
+"""Backend stream walking that can hold back whole messages of chosen types.
+
+When pgveil refuses a statement it sends the backend a stand-in that fails, so
+the backend's ErrorResponse arrives exactly where the refused statement's answer
+belongs (after the replies to everything pipelined before it, before
+ReadyForQuery). ``HoldingWalker`` passes every other byte through as it comes
+and hands back held ErrorResponses whole, so the session can swap in its own
+message. It continues from the state the fast ``ready_count`` path left.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .framing import _HEADER, ProtocolViolation, StreamWalker
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A whole message (header included) held back for the caller to judge."""
+
+    data: bytes
+
+
+class HoldingWalker(StreamWalker):
+    __slots__ = ("_holding", "_hold_left", "_header_forwarded", "_peek_pending")
+
+    def __init__(self) -> None:
+        super().__init__(b"Z")
+        self._holding: bytearray | None = None
+        self._hold_left = 0
+        self._header_forwarded = True  # a partial header left by the fast path was already sent on
+        self._peek_pending = False
+
+    def ready_count(self, data: bytes) -> tuple[int, int | None]:
+        if self._holding is not None or self._peek_pending or (self._header and not self._header_forwarded):
+            raise RuntimeError("holding in progress: use split()")
+        self._header_forwarded = True
+        return super().ready_count(data)
+
+    @property
+    def idle(self) -> bool:
+        """No held message or unsent header in progress (the fast path may take over)."""
+        return self._holding is None and not self._peek_pending and (not self._header or self._header_forwarded)
+
+    def split(self, data: bytes, hold: frozenset[bytes]) -> tuple[list, int, int | None]:
+        """Cut ``data`` into bytes to forward and ``Held`` messages; also count ReadyForQuery."""
+        pieces: list = []
+        count, status = 0, None
+        size = len(data)
+        pos = 0
+        plain_start = 0
+        if self._want_peek is not None:  # the fast path stopped right before a ReadyForQuery status byte
+            self._want_peek = None
+            self._peek_pending = True
+        while pos < size:
+            if self._holding is not None:
+                take = min(self._hold_left, size - pos)
+                self._holding += data[pos:pos + take]
+                pos += take
+                plain_start = pos
+                self._hold_left -= take
+                if self._hold_left == 0:
+                    pieces.append(Held(bytes(self._holding)))
+                    self._holding = None
+                continue
+            if self._remaining:
+                if self._peek_pending:
+                    count += 1
+                    status = data[pos]
+                    self._peek_pending = False
+                take = min(self._remaining, size - pos)
+                self._remaining -= take
+                pos += take
+                continue
+            carried = self._header
+            need = 5 - len(carried)
+            header = carried + bytes(data[pos:pos + need])
+            if len(header) < 5:
+                if pos > plain_start:
+                    pieces.append(bytes(data[plain_start:pos]))
+                self._header = header
+                self._header_forwarded = False
+                return pieces, count, status
+            tag, length = _HEADER.unpack_from(header, 0)
+            if length < 4:
+                raise ProtocolViolation(f"invalid message length {length} from server")
+            header_start = pos - len(carried)  # negative when the header began in an earlier chunk
+            pos += need
+            self._header = b""
+            # A header whose first bytes already went out on the fast path cannot be held any more.
+            if tag in hold and not (carried and self._header_forwarded):
+                if header_start > plain_start:
+                    pieces.append(bytes(data[plain_start:header_start]))
+                self._holding = bytearray(header)
+                self._hold_left = length - 4
+                if self._hold_left == 0:
+                    pieces.append(Held(bytes(self._holding)))
+                    self._holding = None
+                plain_start = pos
+                continue
+            if carried and not self._header_forwarded:
+                pieces.append(carried)  # held back at the end of the last chunk; send it now
+            self._header_forwarded = True
+            if tag == b"Z" and length > 4:
+                self._peek_pending = True
+            self._remaining = length - 4
+        if plain_start < size:
+            pieces.append(bytes(data[plain_start:]))
+        return pieces, count, status
