@@ -1,4 +1,4 @@
-"""The ``pgveil`` command line: serve, demo, passwd, schema, --version."""
+"""The ``pgveil`` command line: serve, demo, passwd, schema, audit, --version."""
 from __future__ import annotations
 
 import argparse
@@ -74,6 +74,32 @@ def _cmd_demo(args) -> int:
     return run_demo(port=args.port, data_dir=args.data_dir)
 
 
+def _cmd_audit(args) -> int:
+    from .audit.summary import format_summary, parse_since, summarize
+
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        print(f"pgveil: {exc}", file=sys.stderr)
+        return 2
+    if args.dir:
+        directory = args.dir
+    else:
+        from .config import load_config
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"pgveil: invalid configuration:\n{exc}", file=sys.stderr)
+            return 2
+        if config.audit is None:
+            print(f"pgveil: {args.config} has no audit section", file=sys.stderr)
+            return 2
+        directory = config.audit.path
+    print(format_summary(summarize(directory, since)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pgveil", description="A data-governance proxy for PostgreSQL.")
     parser.add_argument("--version", action="version", version=f"pgveil {__version__}")
@@ -100,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=6432)
     p.add_argument("--data-dir", default=None, help="where the demo's PostgreSQL lives (default: the user's data dir)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("audit", help="summarize recent audit records (top users, tables, refusals)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", "-c", help="pgveil config whose audit.path to read")
+    where.add_argument("--dir", help="audit directory to read instead of --config")
+    p.add_argument("--since", default="1h", help="window to summarize: 30m, 1h, 2d, 1w (default 1h)")
+    p.set_defaults(func=_cmd_audit)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
