@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Union
 
-from rewrite.analysis import ParseFailure, analyze, parse_statements, print_node, reparse_check
+from rewrite.analysis import ParseFailure, analyze, parse_statements, print_spliced, reparse_check
 from rewrite.catalog import Catalog, Relation
 from rewrite.decide import PolicySet, Subject, TableDecision, TableInfo, decide
+from rewrite.engine import viewcache
 from rewrite.engine.governed import Governance
 from rewrite.engine.keys import KeyProvider
 from rewrite.engine.masks import Unsupported
@@ -130,12 +131,12 @@ def _one(raw: Any, text: str, ctx: RewriteContext, gate: Gate | None) -> Verdict
         state, message = analysis.errors[0]
         return Deny(state, message)
     gov = Governance(ctx.catalog, lambda rel: decide(ctx.policies, ctx.subject, ctx.table_info(rel), now=ctx.now))
-    plan, refusal = rewrite(raw, analysis, ctx.catalog, gov, ctx.subject)
+    plan, refusal, splices = rewrite(raw, analysis, ctx.catalog, gov, ctx.subject)
     if refusal is not None:
         return Deny(refusal.sqlstate, refusal.message, refusal.policy)
     if plan is None:
         return Allow(text)
-    sql = print_node(raw.stmt)
+    sql = print_spliced(raw.stmt, splices)
     reparse_check(sql)
     return Rewritten(sql, plan)
 
@@ -197,4 +198,6 @@ def rewrite_sql(sql: str, ctx: RewriteContext, use_cache: bool = True) -> Verdic
 
 
 def clear_cache() -> None:
+    """Forget cached verdicts and printed policy views."""
     _cache.clear()
+    viewcache.clear()

@@ -9,7 +9,7 @@ so a statement touching a governed table fails closed on them.
 
 What it must not touch: policies, SQL generation, the database, ``proxy``.
 """
-from .parse import ParseFailure, parse_statements, print_node, reparse_check
+from .parse import ParseFailure, parse_statements, print_node, print_spliced, reparse_check
 from .refs import Analysis, RelationRef, analyze
 
-__all__ = ["ParseFailure", "parse_statements", "print_node", "reparse_check", "Analysis", "RelationRef", "analyze"]
+__all__ = ["ParseFailure", "parse_statements", "print_node", "print_spliced", "reparse_check", "Analysis", "RelationRef", "analyze"]

@@ -25,7 +25,7 @@ from rewrite.decide import Subject, TableDecision
 from . import build as b
 from .fence import fence_can_lift
 from .governed import Governance, Refusal, is_plain
-from .view import PolicyView, build_view
+from .viewcache import ViewText, view_text
 
 
 @dataclass
@@ -42,7 +42,7 @@ class RewritePlan:
 class _Work:
     ref: RelationRef
     decision: TableDecision
-    view: PolicyView | None = None
+    view: ViewText | None = None
 
 
 def _replace(parent: Any, attr: str, index: int | None, new: ast.Node) -> None:
@@ -83,13 +83,23 @@ def govern(analysis: Analysis, gov: Governance) -> tuple[list[_Work], Refusal | 
     return work, None
 
 
-def rewrite(stmt: ast.RawStmt, analysis: Analysis, catalog: Catalog, gov: Governance, subject: Subject) -> tuple[RewritePlan | None, Refusal | None]:
-    """Rewrite ``stmt`` in place; (plan, None), or (None, refusal). A plan of None with no refusal: nothing to do."""
+Splices = dict[int, tuple[ast.Node, str]]
+
+
+def rewrite(stmt: ast.RawStmt, analysis: Analysis, catalog: Catalog, gov: Governance,
+            subject: Subject) -> tuple[RewritePlan | None, Refusal | None, Splices]:
+    """Rewrite ``stmt`` in place: (plan, None, splices), or (None, refusal, {}).
+
+    A plan of None with no refusal: nothing to do. Each governed FROM item
+    becomes a RangeSubselect whose subquery is a placeholder node; ``splices``
+    maps id(placeholder) to (placeholder, the policy view's printed text) for
+    ``analysis.print_spliced``.
+    """
     work, refusal = govern(analysis, gov)
     if refusal is not None:
-        return None, refusal
+        return None, refusal, {}
     for w in work:
-        w.view = build_view(w.ref.relation, w.decision, subject, w.ref.rangevar.inh, w.ref.sample)
+        w.view = view_text(catalog, w.ref.relation, w.decision, subject, w.ref.rangevar.inh, w.ref.sample)
 
     # fence: proved on the untouched tree; every reference must be known to the proof
     known: dict[int, tuple] = {}
@@ -104,12 +114,12 @@ def rewrite(stmt: ast.RawStmt, analysis: Analysis, catalog: Catalog, gov: Govern
         ref.rangevar.schemaname = ref.relation.schema
         ref.rangevar.catalogname = None
 
-    tables, policies = [], set()
-    for w in work:  # substitute
+    tables, policies, splices = [], set(), {}
+    for w in work:  # substitute, sealed (OFFSET 0) unless the fence was lifted
         ref, view = w.ref, w.view
-        if view.row_dependent and not lift:
-            b.offset0(view.query)  # seal
-        sub = ast.RangeSubselect(lateral=False, subquery=view.query, alias=_alias_for(ref.rangevar))
+        placeholder = ast.SelectStmt()
+        splices[id(placeholder)] = (placeholder, view.text(fenced=view.row_dependent and not lift))
+        sub = ast.RangeSubselect(lateral=False, subquery=placeholder, alias=_alias_for(ref.rangevar))
         if ref.role == "copy":
             copy = ref.parent
             cols = [b.target(b.col(n.sval)) for n in copy.attlist] if copy.attlist else [b.target(ast.ColumnRef(fields=(ast.A_Star(),)))]
@@ -119,7 +129,7 @@ def rewrite(stmt: ast.RawStmt, analysis: Analysis, catalog: Catalog, gov: Govern
         tables.append(f"{ref.relation.schema}.{ref.relation.name}")
         policies.update(view.policies)
     if not analysis.refs:
-        return None, None
+        return None, None, {}
     plan = RewritePlan(tuple(dict.fromkeys(tables)), tuple(sorted(policies)),
                        fenced=bool(needs) and not lift, fence_lifted=lift)
-    return plan, None
+    return plan, None, splices
