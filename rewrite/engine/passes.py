@@ -2,7 +2,9 @@
 
 1. govern: a decision (or a refusal) for every relation reference;
    refuse writes to and odd positions of governed tables, and unknown node
-   types in a statement that reads one;
+   types in a statement that reads one; then (columns.py) rewrite
+   ``schema.table.column`` names of replaced tables to ``table.column`` and
+   refuse reads of denied columns;
 2. fence: decide, on the untouched tree, whether the fence can be lifted;
 3. qualify: schema-qualify every resolved reference (a temp object or a
    search_path change can then never capture it);
@@ -23,6 +25,7 @@ from rewrite.catalog import Catalog
 from rewrite.decide import Subject, TableDecision
 
 from . import build as b
+from .columns import check_columns
 from .fence import fence_can_lift
 from .governed import Governance, Refusal, is_plain
 from .viewcache import ViewText, view_text
@@ -98,6 +101,10 @@ def rewrite(stmt: ast.RawStmt, analysis: Analysis, catalog: Catalog, gov: Govern
     work, refusal = govern(analysis, gov)
     if refusal is not None:
         return None, refusal, {}
+    if work:  # three-part column names, denied columns
+        refusal = check_columns(stmt, catalog, analysis.refs, {id(w.ref.rangevar): w.decision for w in work})
+        if refusal is not None:
+            return None, refusal, {}
     for w in work:
         w.view = view_text(catalog, w.ref.relation, w.decision, subject, w.ref.rangevar.inh, w.ref.sample)
 
