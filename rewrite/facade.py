@@ -4,7 +4,9 @@
 -> Verdict`` (one verdict for the whole text: the first denial, or all
 statements joined). Order per statement: parse (pglast) -> gates
 (rewrite.gates.check_statement, if that package exists) -> analysis ->
-passes -> print -> re-parse check. Any internal error denies (fail closed).
+built-in calls qualified with pg_catalog (engine/functions.py; such a
+statement is Rewritten even without governed tables) -> passes -> print
+(policy views spliced in as cached text) -> re-parse check. Any internal error denies (fail closed).
 Verdicts are cached by (exact text, subject, policy version and validity
 epoch, catalog version, search_path, tags).
 """
@@ -21,6 +23,7 @@ from rewrite.analysis import ParseFailure, analyze, parse_statements, print_spli
 from rewrite.catalog import Catalog, Relation
 from rewrite.decide import PolicySet, Subject, TableDecision, TableInfo, decide
 from rewrite.engine import viewcache
+from rewrite.engine.functions import builtin_names, qualify_builtins
 from rewrite.engine.governed import Governance
 from rewrite.engine.keys import KeyProvider
 from rewrite.engine.masks import Unsupported
@@ -114,6 +117,22 @@ def _default_gate() -> Any:
     return None if _gates is _GATES_MISSING else _gates
 
 
+_builtin_names: frozenset[str] | None = None
+
+
+def _builtins() -> frozenset[str]:
+    global _builtin_names
+    if _builtin_names is None:
+        _builtin_names = builtin_names()
+    return _builtin_names
+
+
+def _extra_function_names(ctx: "RewriteContext") -> frozenset[str]:
+    """Unqualified names the admin allowed as user functions along the path: left for the path to resolve."""
+    extra = getattr(ctx.gate_context, "extra_functions", None) or ()
+    return frozenset(name for schema, name in extra if schema in ctx.search_path)
+
+
 def _refusal_to_deny(r: Any) -> Deny:
     return Deny(getattr(r, "sqlstate", "42501") or "42501", getattr(r, "message", None) or "statement refused",
                 getattr(r, "policy", None))
@@ -131,14 +150,15 @@ def _one(raw: Any, text: str, ctx: RewriteContext, gate: Gate | None) -> Verdict
         state, message = analysis.errors[0]
         return Deny(state, message)
     gov = Governance(ctx.catalog, lambda rel: decide(ctx.policies, ctx.subject, ctx.table_info(rel), now=ctx.now))
+    qualified = qualify_builtins(analysis.unqualified_calls, _builtins(), _extra_function_names(ctx))
     plan, refusal, splices = rewrite(raw, analysis, ctx.catalog, gov, ctx.subject)
     if refusal is not None:
         return Deny(refusal.sqlstate, refusal.message, refusal.policy)
-    if plan is None:
+    if plan is None and not qualified:
         return Allow(text)
     sql = print_spliced(raw.stmt, splices)
     reparse_check(sql)
-    return Rewritten(sql, plan)
+    return Rewritten(sql, plan or RewritePlan())
 
 
 def _uncached(sql: str, ctx: RewriteContext) -> list[Verdict]:

@@ -57,6 +57,7 @@ class Analysis:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (sqlstate, message)
     has_sublinks: bool = False
     has_ctes: bool = False
+    unqualified_calls: list[ast.FuncCall] = field(default_factory=list)  # f(...) without a schema
 
 
 class _Walker:
@@ -82,6 +83,8 @@ class _Walker:
             return  # names aliases, not relations; LockingClause is unknown, so governed reads fail closed
         if isinstance(node, ast.SubLink):
             self.out.has_sublinks = True
+        elif isinstance(node, ast.FuncCall) and len(node.funcname) == 1:
+            self.out.unqualified_calls.append(node)
         if isinstance(node, _WITH_OWNERS) and node.withClause is not None:
             scope = self._with(node.withClause, scope)
         for name in node:
