@@ -32,21 +32,32 @@ from .view import build_view
 _MAX_ENTRIES = 4096
 
 
-@dataclass(frozen=True)
+@dataclass
 class ViewText:
-    """A policy view as SQL text, open (no fence) and sealed (OFFSET 0), with what the passes need to know."""
+    """A policy view as SQL text, open (no fence) and sealed (OFFSET 0), with what the passes need to know.
+
+    The sealed text is printed on first use (from the view's own tree, kept
+    until then), so a view that is never fenced is printed once.
+    """
 
     open: str
-    sealed: str
     row_dependent: bool
     windowed: bool
     masked: frozenset[str]
     policies: tuple[str, ...]
     relation: Relation
     decision: TableDecision
+    _query: ast.SelectStmt | None = None
+    _sealed: str | None = None
 
     def text(self, fenced: bool) -> str:
-        return self.sealed if fenced else self.open
+        if not fenced or not self.row_dependent:
+            return self.open
+        if self._sealed is None:
+            sealed = print_node(b.offset0(self._query))
+            reparse_check(sealed)
+            self._sealed, self._query = sealed, None
+        return self._sealed
 
 
 _cache: dict[tuple, ViewText] = {}
@@ -56,11 +67,8 @@ def _make(rel: Relation, d: TableDecision, subject: Subject, inh: bool, sample: 
     view = build_view(rel, d, subject, inh, sample)
     open_text = print_node(view.query)
     reparse_check(open_text)
-    sealed = open_text
-    if view.row_dependent:
-        sealed = print_node(b.offset0(view.query))
-        reparse_check(sealed)
-    return ViewText(open_text, sealed, view.row_dependent, view.windowed, view.masked, view.policies, rel, d)
+    return ViewText(open_text, view.row_dependent, view.windowed, view.masked, view.policies, rel, d,
+                    view.query if view.row_dependent else None)
 
 
 def view_text(catalog: Catalog, rel: Relation, d: TableDecision, subject: Subject, inh: bool,
