@@ -25,8 +25,13 @@ class BackendAuthError(Exception):
 
 
 class BackendHandshake:
-    def __init__(self, user: str, password: str | None, params: dict[str, str]) -> None:
+    def __init__(self, user: str, password: str | None, params: dict[str, str],
+                 setup: bytes = b"", setup_ready: int = 0) -> None:
         self.user = user
+        # Statements pgveil runs itself once the session is up (its key table), and
+        # how many ReadyForQuery they produce; their results never reach the client.
+        self._setup = setup
+        self._setup_ready = setup_ready
         self._password = password
         self._params = {"user": user, **params}
         self._buffer = MessageBuffer(1024 * 1024)
@@ -68,9 +73,18 @@ class BackendHandshake:
         elif isinstance(msg, be.BackendKeyData):
             self.key_data = msg
         elif isinstance(msg, be.ReadyForQuery):
+            if self._setup:
+                setup, self._setup = self._setup, b""
+                return setup
+            if self._setup_ready > 1:
+                self._setup_ready -= 1
+                return b""
             self.done = True
         elif isinstance(msg, be.ErrorResponse) and not isinstance(msg, be.NoticeResponse):
             raise BackendAuthError(msg.get(be.MESSAGE) or "backend refused the connection", msg)
+        elif self._setup_ready and isinstance(msg, (be.CommandComplete, be.ParseComplete, be.BindComplete, be.NoData,
+                                                    be.RowDescription, be.DataRow)):
+            pass  # replies to pgveil's own setup statements
         elif isinstance(msg, be.NoticeResponse):
             self.notices.append(msg.encode())
         elif isinstance(msg, be.NegotiateProtocolVersion):

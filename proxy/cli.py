@@ -19,7 +19,8 @@ def _cmd_serve(args) -> int:
     try:
         config = load_config(args.config)
         install_event_loop_policy()
-        asyncio.run(serve(config, on_ready=lambda p: print(f"pgveil: listening on {config.listen.host}:{p.port}", flush=True)))
+        asyncio.run(serve(config, on_ready=lambda p: print(f"pgveil: listening on {config.listen.host}:{p.port}", flush=True),
+                          config_path=args.config))
     except ConfigError as exc:
         print(f"pgveil: invalid configuration:\n{exc}", file=sys.stderr)
         return 2

@@ -79,12 +79,23 @@ class Audit(Strict):
     path: Path = Field(description="Directory for JSON-lines audit files.")
 
 
+class Keys(Strict):
+    """The master secret from which pgveil derives per-table keys (hash masks, sampling)."""
+
+    master_key_env: str | None = Field(None, description="Env var holding the master key (hex or any text).")
+    master_key_file: Path | None = Field(
+        None, description="File holding the master key; created with a random key (mode 0600) if missing. "
+        "Default: master.key in the user's pgveil data dir.")
+
+
 class Config(PolicyConfig):
     """A whole pgveil config file."""
 
     listen: Listen = Field(default_factory=Listen, description="Client-facing listener.")
     backend: Backend = Field(description="The PostgreSQL server behind pgveil.")
     audit: Audit | None = Field(None, description="Audit log; none is written without it.")
+    keys: Keys = Field(default_factory=Keys, description="Where the master key for keyed masks comes from.")
+    catalog_refresh: float = Field(60.0, gt=0, description="Seconds between re-reads of the backend catalog.")
 
 
 def parse_config(text: str, name: str = "<config>", base_dir: Path | None = None) -> Config:
@@ -108,7 +119,8 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     if listen.tls:
         listen = listen.model_copy(update={"tls": TlsFiles(cert=fix(listen.tls.cert), key=fix(listen.tls.key))})
     audit = config.audit.model_copy(update={"path": fix(config.audit.path)}) if config.audit else None
-    return config.model_copy(update={"backend": backend, "listen": listen, "audit": audit})
+    keys = config.keys.model_copy(update={"master_key_file": fix(config.keys.master_key_file)})
+    return config.model_copy(update={"backend": backend, "listen": listen, "audit": audit, "keys": keys})
 
 
 def load_config(path: str | Path) -> Config:

@@ -12,10 +12,15 @@ import os
 import signal
 import ssl
 
+import asyncpg
+
+from rewrite.catalog import Catalog
 from rewrite.policy import ConfigError
 
 from .auth import BadVerifier, Verifier, parse_verifier, verifier_from_secret
-from .config import Config
+from .catalog import load_catalog
+from .config import Config, load_config
+from .policy_state import PolicyHolder, PolicyState
 from .dsn import BackendTarget, parse_dsn
 from .server import Proxy, ServerSettings
 
@@ -80,12 +85,14 @@ def backend_tls_context(config: Config, target: BackendTarget) -> ssl.SSLContext
 def build_settings(config: Config) -> ServerSettings:
     target, password = backend_target(config)
     listen = config.listen
+    verifiers = user_verifiers(config)
     return ServerSettings(
         host=listen.host,
         port=listen.port,
         target=target,
         backend_password=password,
-        users=user_verifiers(config),
+        users=verifiers,
+        holder=PolicyHolder(PolicyState.build(config, verifiers)),
         tls=client_tls_context(config),
         backend_tls=backend_tls_context(config, target),
         max_connections=listen.max_connections,
@@ -103,19 +110,90 @@ def install_event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(config: Config, settings: ServerSettings | None = None, on_ready=None) -> None:
+async def load_backend_catalog(settings: ServerSettings) -> Catalog:
+    """Introspect the backend as the service role (what pgveil itself can see)."""
+    t = settings.target
+    conn = await asyncpg.connect(host=t.host, port=t.port, user=t.user, password=settings.backend_password,
+                                 database=t.database, ssl=settings.backend_tls or False,
+                                 timeout=settings.connect_timeout, server_settings={"search_path": "public"})
+    try:
+        return await load_catalog(conn)
+    finally:
+        await conn.close()
+
+
+async def refresh_catalog(settings: ServerSettings) -> bool:
+    """Load the catalog into the current PolicyState; False (logged) when the backend can't be read."""
+    holder = settings.holder
+    try:
+        catalog = await load_backend_catalog(settings)
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        log.error("cannot read the backend catalog (governed statements are refused until it loads): %s", exc)
+        return False
+    if holder.current.catalog is None or holder.current.catalog.version != catalog.version:
+        holder.swap(holder.current.with_catalog(catalog))
+        log.info("catalog loaded: %d relations (version %s)", len(catalog.relations), catalog.version)
+    return True
+
+
+def reload_config(path, settings: ServerSettings) -> bool:
+    """Validate the config file again and swap it in whole; on any error keep the old one."""
+    holder = settings.holder
+    try:
+        config = load_config(path)
+        verifiers = user_verifiers(config)
+        state = PolicyState.build(config, verifiers, holder.current.catalog)
+    except ConfigError as exc:
+        log.error("config reload rejected, the previous policy stays in force:\n%s", exc)
+        return False
+    holder.swap(state)
+    log.info("config reloaded from %s (policy version %s)", path, state.policies.version)
+    return True
+
+
+async def _watch(path, settings: ServerSettings, interval: float, stop: asyncio.Event) -> None:
+    """Reload on a change of the config file; refresh the catalog periodically."""
+    last = _mtime(path)
+    next_catalog = asyncio.get_running_loop().time() + settings.holder.current.config.catalog_refresh
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except asyncio.TimeoutError:
+            pass
+        if path is not None and _mtime(path) != last:
+            last = _mtime(path)
+            reload_config(path, settings)
+        now = asyncio.get_running_loop().time()
+        if now >= next_catalog or settings.holder.current.catalog is None:
+            await refresh_catalog(settings)
+            next_catalog = now + settings.holder.current.config.catalog_refresh
+
+
+def _mtime(path) -> float | None:
+    try:
+        return os.stat(path).st_mtime_ns if path is not None else None
+    except OSError:
+        return None
+
+
+async def serve(config: Config, settings: ServerSettings | None = None, on_ready=None, config_path=None) -> None:
     """Run the proxy until SIGTERM or SIGINT, then shut down gracefully."""
     settings = settings or build_settings(config)
+    await refresh_catalog(settings)
     proxy = Proxy(settings)
     await proxy.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if config_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload_config(config_path, settings))
+    watcher = loop.create_task(_watch(config_path, settings, 1.0, stop))
     log.info("pgveil listening on %s:%d, backend %s:%d/%s", settings.host, proxy.port, settings.target.host,
              settings.target.port, settings.target.database)
     if on_ready is not None:
         on_ready(proxy)
     await stop.wait()
+    watcher.cancel()
     log.info("shutting down: waiting up to %.0fs for in-flight statements", config.listen.shutdown_grace)
     await proxy.shutdown(config.listen.shutdown_grace)

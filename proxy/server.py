@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from .auth import Verifier
 from .backend_auth import BackendAuthError, BackendHandshake
 from .dsn import BackendTarget
+from .policy_state import PolicyHolder
+from .session_setup import key_setup
 from .session import commands as cmd
 from .session import events as ev
 from .session import Session, SessionSettings, State
@@ -43,6 +45,7 @@ class ServerSettings:
     max_message_size: int = 64 * 1024 * 1024
     auth_timeout: float = 30.0
     connect_timeout: float = 10.0
+    holder: PolicyHolder | None = None  # None: a bare relay, nothing governed (wire tests, benchmarks)
 
 
 class BackendProtocol(asyncio.Protocol):
@@ -159,15 +162,16 @@ class ClientConnection(asyncio.Protocol):
     def on_backend_data(self, data: bytes) -> None:
         if self.closed:
             return
+        session = self.session
         try:
-            relay = self.session.backend_bytes(data)  # hot path: relay as received
+            if session.backend_bytes(data):  # hot path: relay as received
+                self.transport.write(data)
+            else:
+                self._apply(session.handle(ev.BackendDataReceived(data)))
         except ProtocolViolation as exc:
             log.error("backend sent an invalid message stream: %s", exc)
             self.transport.write(be.error("08P01", "pgveil lost track of the backend's messages", severity="FATAL"))
             self._close()
-            return
-        if relay:
-            self.transport.write(data)
 
     def on_backend_closed(self) -> None:
         if not self.closed:
@@ -186,7 +190,7 @@ class ClientConnection(asyncio.Protocol):
             elif kind is cmd.Close:
                 self._close()
             elif kind is cmd.ConnectBackend:
-                self._spawn(self._connect_backend(c.params))
+                self._spawn(self._connect_backend(c.params, c.governed))
             elif kind is cmd.StartClientTls:
                 self._spawn(self._start_tls())
             elif kind is cmd.CancelBackendQuery:
@@ -211,9 +215,9 @@ class ClientConnection(asyncio.Protocol):
             return
         self._apply(self.session.handle(ev.ClientTlsStarted()))
 
-    async def _connect_backend(self, params: dict[str, str]) -> None:
+    async def _connect_backend(self, params: dict[str, str], governed: bool) -> None:
         try:
-            backend = await self.proxy.open_backend(params)
+            backend = await self.proxy.open_backend(params, governed)
         except (BackendAuthError, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
             log.warning("backend connection for %s failed: %s", self.session.user, exc)
             self._apply(self.session.handle(ev.BackendFailed(str(exc) or type(exc).__name__)))
@@ -264,9 +268,11 @@ class Proxy:
         self.settings = settings
         self.session_settings = SessionSettings(
             database=settings.target.database,
-            verifier_for=settings.users.get,
+            verifier_for=(settings.users.get if settings.holder is None
+                          else lambda user: settings.holder.current.verifiers.get(user)),
             tls_available=settings.tls is not None,
             max_message_size=settings.max_message_size,
+            holder=settings.holder,
         )
         self.connections: set[ClientConnection] = set()
         self.by_cancel_key: dict[tuple[int, bytes], ClientConnection] = {}
@@ -294,10 +300,15 @@ class Proxy:
         if conn.session is not None:
             self.by_cancel_key.pop((conn.session.cancel_pid, conn.session.cancel_key), None)
 
-    async def open_backend(self, params: dict[str, str]) -> BackendProtocol:
+    async def open_backend(self, params: dict[str, str], governed: bool = False) -> BackendProtocol:
         s = self.settings
         target = s.target
-        handshake = BackendHandshake(target.user, s.backend_password, {"database": target.database, **params})
+        setup, setup_ready = b"", 0
+        if governed and s.holder is not None:
+            state = s.holder.current
+            setup, setup_ready = key_setup(state.catalog, state.keys)
+        handshake = BackendHandshake(target.user, s.backend_password, {"database": target.database, **params},
+                                     setup, setup_ready)
         loop = asyncio.get_running_loop()
         factory = lambda: BackendProtocol(handshake)  # noqa: E731
 

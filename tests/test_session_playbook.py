@@ -484,9 +484,11 @@ def test_startup_settings_that_change_parsing_or_security_are_refused(params, sq
     assert out[-1] == Close(err.get("M")) and s.state is State.CLOSED
 
 
-def test_harmless_startup_settings_pass_and_pgveil_ones_stay_in_the_proxy():
+def test_harmless_startup_settings_pass_and_pgveil_ones_are_mirrored():
     s = new_session()
     out = authenticate(s, "alice", PASSWORDS["alice"], client_encoding="UTF8",
                        options=r"-c DateStyle=ISO,\ MDY -c pgveil.purpose=Research.Marketing --statement-timeout=5s")
-    assert out[-1] == ConnectBackend({"DateStyle": "ISO, MDY", "statement_timeout": "5s", **PINNED})
+    # pgveil.* settings are the proxy's; the backend only gets a placeholder copy so SHOW can answer
+    options = PINNED["options"] + " -c pgveil.purpose=Research.Marketing"
+    assert out[-1] == ConnectBackend({"DateStyle": "ISO, MDY", "statement_timeout": "5s", **PINNED, "options": options})
     assert s.context_choice == {"pgveil.purpose": "Research.Marketing"}

@@ -24,6 +24,7 @@ class ConnectBackend:
     """Open this session's backend connection with these startup parameters."""
 
     params: dict[str, str]
+    governed: bool = False  # set up pgveil's per-session objects (key table) before relaying
 
 
 @dataclass(slots=True)

@@ -12,15 +12,22 @@ from struct import Struct
 from typing import Callable
 
 from ..auth import AuthFailed, ScramExchange, Verifier
-from ..wire import MessageBuffer, ProtocolViolation, StreamWalker, backend as be, frontend as fe, startup as st
+from ..policy_state import PolicyHolder
+from ..wire import MessageBuffer, ProtocolViolation, backend as be, frontend as fe, startup as st
+from ..wire._fields import frame
+from ..wire.holding import HoldingWalker
 from . import commands as cmd
 from . import startup_params
+from .governed import GovernedRelay
+from .governor import ContextError, Governor
 from . import events as ev
 from .states import TRANSITIONS, State
 
 _HEADER = Struct("!cI")
 # Client messages the relay must look at itself rather than forward blindly.
 _INSPECTED_TAGS = frozenset({b"X"})
+# ... and for a governed session: every statement and the function-call protocol.
+_GOVERNED_TAGS = frozenset({b"X", b"Q", b"P", b"F"})
 # Client messages each answered by one ReadyForQuery.
 _SYNC_TAGS = frozenset({b"Q", b"S", b"F"})
 
@@ -33,12 +40,20 @@ _RESERVED_PARAMS = frozenset({"user", "database", "replication"})
 MAX_AUTH_MESSAGE = 65535
 
 
+def _escape_option(value: str) -> str:
+    """Escape a value for libpq's ``options`` (backslash before spaces and backslashes)."""
+    return value.replace("\\", "\\\\").replace(" ", "\\ ")
+
+
 @dataclass(frozen=True)
 class SessionSettings:
     database: str  # the backend database; the only name clients may connect to
     verifier_for: Callable[[str], Verifier | None]  # None: unknown user (same failure as a wrong password)
     tls_available: bool = False
     max_message_size: int = 64 * 1024 * 1024
+    # The policy in force. None only for a bare wire relay (wire-level tests and
+    # benchmarks): then nothing is governed.
+    holder: PolicyHolder | None = None
 
 
 class Session:
@@ -62,7 +77,9 @@ class Session:
         self.in_flight = 0  # Query/Sync/FunctionCall messages sent and not yet answered by ReadyForQuery
         self.transaction_status = "I"
         self._client_buf = MessageBuffer(min(settings.max_message_size, MAX_AUTH_MESSAGE))
-        self._walker = StreamWalker(b"Z")
+        self._walker = HoldingWalker()
+        self._inspected = _INSPECTED_TAGS
+        self.governed: GovernedRelay | None = None
         self._scram: ScramExchange | None = None
 
     # -- dispatch -------------------------------------------------------------
@@ -175,12 +192,36 @@ class Session:
         self._scram = None
         if self.database != self.settings.database:
             return self._fatal("3D000", f'database "{self.database}" does not exist')
+        params = dict(self.startup_params)
+        governed = self._govern_if_needed()
+        if isinstance(governed, list):
+            return governed
+        for name, value in self.context_choice.items():  # mirrored as placeholder settings for SHOW
+            params["options"] = params.get("options", "") + f" -c {name}={_escape_option(value)}"
         self._goto(State.CONNECTING)
         self._client_buf.max_message_size = self.settings.max_message_size
         return [
             cmd.SendToClient(be.Authentication(be.AUTH_SASL_FINAL, server_final).encode() + be.Authentication.ok().encode()),
-            cmd.ConnectBackend(dict(self.startup_params)),
+            cmd.ConnectBackend(params, governed=governed),
         ]
+
+    def _govern_if_needed(self) -> bool | list:
+        """Set up governance for a user the policy restricts; a list is a FATAL to send."""
+        holder = self.settings.holder
+        if holder is None:
+            return False
+        user = holder.current.config.users.get(self.user)
+        if user is not None and user.unrestricted:
+            return False
+        governor = Governor(holder, self.user)
+        for name, value in self.context_choice.items():
+            try:
+                governor.choose(name, value)
+            except ContextError as exc:
+                return self._fatal(exc.sqlstate, str(exc))
+        self.governed = GovernedRelay(governor)
+        self._inspected = _GOVERNED_TAGS
+        return True
 
     def _take_one(self):
         """During auth, exactly one message is expected at a time."""
@@ -195,6 +236,8 @@ class Session:
         messages, raw = self._client_buf.take_messages()
         if not messages:
             return []
+        if self.governed is not None:
+            return self._relay_governed(messages)
         out: list = [cmd.SendToBackend(raw)]
         for tag, _body in messages:
             if tag in _SYNC_TAGS:
@@ -203,6 +246,19 @@ class Session:
                 out += self._leave("client terminated")
                 break
         return out
+
+    def _relay_governed(self, messages) -> list:
+        pieces = []
+        out: list = []
+        for tag, body in messages:
+            if tag == b"X":
+                pieces.append(frame(tag, body))
+                out = self._leave("client terminated")
+                break
+            if tag in _SYNC_TAGS:
+                self.in_flight += 1
+            pieces.append(self.governed.client_message(tag, body, self.transaction_status))
+        return [cmd.SendToBackend(b"".join(pieces)), *out]
 
     def _leave(self, reason: str) -> list:
         """The client is gone: stop any statement it left running, then close."""
@@ -230,7 +286,7 @@ class Session:
         syncs = 0
         while size - pos >= 5:
             tag, length = unpack(data, pos)
-            if tag in _INSPECTED_TAGS or length < 4 or length > limit:
+            if tag in self._inspected or length < 4 or length > limit:
                 return None
             if tag in _SYNC_TAGS:
                 syncs += 1
@@ -242,7 +298,7 @@ class Session:
 
     def backend_bytes(self, data: bytes) -> bool:
         """Note backend bytes that the caller forwards as they are; False: use ``handle``."""
-        if self.state is not State.READY:
+        if self.state is not State.READY or not self._walker.idle or (self.governed and self.governed.pending):
             return False
         count, status = self._walker.ready_count(data)
         if count:
@@ -251,7 +307,19 @@ class Session:
         return True
 
     def _backend_data(self, data: bytes) -> list:
-        return [cmd.SendToClient(data)] if self.backend_bytes(data) else []
+        if self.state is not State.READY:
+            return []
+        if self.backend_bytes(data):
+            return [cmd.SendToClient(data)]
+        if self.governed is not None:
+            data, count, status = self.governed.backend_data(self._walker, data)
+        else:
+            pieces, count, status = self._walker.split(data, frozenset())
+            data = b"".join(pieces)
+        if count:
+            self.in_flight = max(0, self.in_flight - count)
+            self.transaction_status = chr(status)
+        return [cmd.SendToClient(data)] if data else []
 
     # -- other events ---------------------------------------------------------------
 

@@ -1,0 +1,100 @@
+"""The relay of a governed session: statements judged, refusals placed in order.
+
+Client side: every Query, Parse and FunctionCall goes through the Governor;
+allowed statements go on (rewritten where policies apply). A refused statement
+is replaced by a stand-in the backend rejects (an unknown keyword, unique per
+refusal), so the backend's error lands exactly where the refused statement's
+answer belongs, pipelining and transaction state included (threat 11).
+Backend side: while a refusal is pending, ErrorResponses are held whole and the
+stand-in's error is swapped for pgveil's own message; everything else passes.
+"""
+from __future__ import annotations
+
+import secrets
+
+from ..wire import backend as be
+from ..wire import frontend as fe
+from ..wire._fields import frame
+from ..wire.holding import Held, HoldingWalker
+from .governor import Forward, Governor, Refuse
+
+HOLD_ERRORS = frozenset({b"E"})
+_TOKEN_PREFIX = "pgveil_refusal_"
+
+
+class GovernedRelay:
+    def __init__(self, governor: Governor) -> None:
+        self.governor = governor
+        # token -> (sync group it belongs to, ErrorResponse to show instead)
+        self._refusals: dict[str, tuple[int, bytes]] = {}
+        self.syncs_sent = 0
+        self.ready_received = 0
+        self.last_forward: Forward | None = None
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._refusals)
+
+    # -- client to backend ---------------------------------------------------------------
+
+    def client_message(self, tag: bytes, body: bytes, transaction_status: str) -> bytes:
+        """The bytes to send the backend for one client message."""
+        if tag == b"Q":
+            sql = fe.Query.decode(body).sql
+            verdict = self.governor.judge(sql, transaction_status=transaction_status)
+            out = fe.Query(verdict.sql).encode() if isinstance(verdict, Forward) else self._stand_in_query(verdict)
+            self._note(verdict)
+            self.syncs_sent += 1
+            return out
+        if tag == b"P":
+            msg = fe.Parse.decode(body)
+            verdict = self.governor.judge(msg.query, transaction_status=transaction_status, single=True)
+            self._note(verdict)
+            if isinstance(verdict, Forward):
+                return fe.Parse(msg.name, verdict.sql, msg.param_types).encode()
+            return fe.Parse(msg.name, self._register(verdict), msg.param_types).encode()
+        if tag == b"F":
+            self.syncs_sent += 1
+            return self._stand_in_query(Refuse("42501", "the function call protocol is not allowed through pgveil"))
+        if tag == b"S":
+            self.syncs_sent += 1
+        return frame(tag, body)
+
+    def _note(self, verdict) -> None:
+        self.last_forward = verdict if isinstance(verdict, Forward) else None
+
+    def _register(self, refusal: Refuse) -> str:
+        token = _TOKEN_PREFIX + secrets.token_hex(8)
+        error = be.error(refusal.sqlstate, refusal.message)
+        self._refusals[token] = (self.syncs_sent, error)
+        return token
+
+    def _stand_in_query(self, refusal: Refuse) -> bytes:
+        return fe.Query(self._register(refusal)).encode()
+
+    # -- backend to client ---------------------------------------------------------------
+
+    def backend_data(self, walker: HoldingWalker, data: bytes) -> tuple[bytes, int, int | None]:
+        """Bytes for the client, with stand-in errors replaced; plus ReadyForQuery count and last status."""
+        pieces, count, status = walker.split(data, HOLD_ERRORS if self._refusals else frozenset())
+        out = []
+        for piece in pieces:
+            out.append(self._resolve(piece.data) if isinstance(piece, Held) else piece)
+        if count:
+            self.ready_received += count
+            # A refusal whose stand-in was skipped (an earlier error in the same
+            # pipeline) will never come back: forget it at its ReadyForQuery.
+            for token, (group, _err) in list(self._refusals.items()):
+                if group < self.ready_received:
+                    del self._refusals[token]
+        return b"".join(out), count, status
+
+    def _resolve(self, message: bytes) -> bytes:
+        error = be.ErrorResponse.decode(message[5:])
+        text = error.get(be.MESSAGE) or ""
+        if _TOKEN_PREFIX in text:
+            for token, (_group, replacement) in list(self._refusals.items()):
+                if token in text:
+                    del self._refusals[token]
+                    return replacement
+        return message

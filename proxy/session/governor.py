@@ -1,0 +1,133 @@
+"""Judges each statement of a governed session against the current policy.
+
+Sans-io: takes SQL text and the session's transaction status, returns what to
+send to the backend or why the statement is refused. The session's purpose or
+project lives here; the subject is rebuilt from the current PolicyState for
+every statement, so a reload applies from the next statement on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rewrite import Allow, Deny, ProxyHandled, RewriteContext, Rewritten, rewrite_statements
+from rewrite.decide import Subject
+from rewrite.policy.references import purpose_names
+
+from ..policy_state import SEARCH_PATH, PolicyHolder, PolicyState
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    sql: str
+    tables: tuple = ()
+    policies: tuple = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    sqlstate: str
+    message: str
+
+
+class ContextError(Exception):
+    """A purpose/project the user may not choose; the message is for the user."""
+
+    def __init__(self, sqlstate: str, message: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class Governor:
+    def __init__(self, holder: PolicyHolder, user: str) -> None:
+        self.holder = holder
+        self.user = user
+        self.purpose: str | None = None
+        self.project: str | None = None
+        self._ctx: RewriteContext | None = None
+        self._ctx_key: tuple | None = None
+
+    # -- session context ---------------------------------------------------------------
+
+    def choose(self, name: str, value: str | None) -> None:
+        """Set pgveil.purpose / pgveil.project (None resets); raises ContextError if not entitled."""
+        state = self.holder.current
+        user = state.config.users.get(self.user)
+        if user is None:
+            raise ContextError("28000", f'user "{self.user}" is no longer in the pgveil configuration')
+        if name == "pgveil.purpose":
+            if value:
+                if value not in purpose_names(state.config.purposes):
+                    raise ContextError("22023", f'unknown purpose "{value}"')
+                if not any(value == p or value.startswith(p + ".") for p in user.purposes):
+                    raise ContextError("42501", f'user "{self.user}" may not act under purpose "{value}"')
+            self.purpose = value or None
+        elif name == "pgveil.project":
+            if value:
+                project = state.config.projects.get(value)
+                if project is None:
+                    raise ContextError("22023", f'unknown project "{value}"')
+                if self.user not in project.members:
+                    raise ContextError("42501", f'user "{self.user}" is not a member of project "{value}"')
+            self.project = value or None
+        else:
+            raise ContextError("42704", f'unrecognized pgveil setting "{name}"')
+
+    def subject(self, state: PolicyState) -> Subject:
+        user = state.config.users.get(self.user)
+        if user is None:
+            return Subject(self.user)  # removed by a reload: no groups, no grants
+        purposes = set()
+        if self.purpose:
+            purposes.add(self.purpose)
+        if self.project and self.project in state.config.projects:
+            purposes.update(state.config.projects[self.project].purposes)
+        return Subject(self.user, frozenset(user.groups), {k: frozenset(v) for k, v in user.attributes.items()},
+                       frozenset(purposes), bool(user.unrestricted))
+
+    def _context(self, state: PolicyState) -> RewriteContext:
+        key = (id(state), self.purpose, self.project)
+        if key != self._ctx_key:
+            self._ctx = RewriteContext(self.subject(state), state.policies, state.catalog, state.keys,
+                                       search_path=SEARCH_PATH, tags=state.config.tags, gate_context=state.gate_context)
+            self._ctx_key = key
+        return self._ctx
+
+    # -- statements --------------------------------------------------------------------
+
+    def judge(self, sql: str, *, transaction_status: str, single: bool = False) -> Forward | Refuse:
+        """What to do with ``sql`` (a simple Query's text, or one Parse's when ``single``)."""
+        state = self.holder.current
+        if state.catalog is None:
+            return Refuse("57P03", "pgveil has not loaded the database catalog yet; try again shortly")
+        verdicts = rewrite_statements(sql, self._context(state))
+        if single and len(verdicts) > 1:
+            return Refuse("42601", "cannot insert multiple commands into a prepared statement")
+        for v in verdicts:
+            if isinstance(v, Deny):
+                return Refuse(v.sqlstate, v.message)
+        settings = [v for v in verdicts if isinstance(v, ProxyHandled)]
+        if settings:
+            if len(verdicts) > 1:
+                return Refuse("0A000", "send SET/SHOW of pgveil settings as a statement of its own")
+            return self._setting(settings[0].setting, sql, transaction_status)
+        if len(verdicts) == 1 and isinstance(verdicts[0], Allow):
+            return Forward(sql)
+        sqls, tables, policies = [], [], []
+        for v in verdicts:
+            sqls.append(v.sql)
+            if isinstance(v, Rewritten):
+                tables += v.plan.tables
+                policies += v.plan.policies
+        return Forward(";\n".join(sqls), tuple(dict.fromkeys(tables)), tuple(sorted(set(policies))))
+
+    def _setting(self, setting, sql: str, transaction_status: str) -> Forward | Refuse:
+        if setting.action == "show":
+            return Forward(sql)  # the backend holds the value as a placeholder setting
+        if setting.is_local or transaction_status != "I":
+            return Refuse("25001", f"{setting.name} can only be changed outside a transaction block, with SET (not SET LOCAL)")
+        value = setting.value if setting.action == "set" else None
+        try:
+            self.choose(setting.name, value)
+        except ContextError as exc:
+            return Refuse(exc.sqlstate, str(exc))
+        return Forward(sql)  # mirror the choice in the backend's placeholder, so SHOW answers it

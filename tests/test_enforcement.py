@@ -1,0 +1,173 @@
+"""Policies enforced through the wire: the example config's policies on a small clinic database.
+
+The proxy runs as ``pgveil serve`` (catalog loaded from the backend, keys set up
+per session); clients are psycopg over real sockets. Every check on protected
+data asserts the raw value appears nowhere in rows or error text.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+import pytest
+import yaml
+
+from .clinic_fixture import CLINIC_PASSWORDS, EXAMPLE, clinic_config, clinic_env, create_clinic
+from .pgfixture import TEST_DB
+from .proxyproc import ProxyProcess
+
+pytestmark = pytest.mark.skipif(not EXAMPLE.exists(), reason="../shared/docs/pgveil.example.yaml is absent")
+
+SSNS = ["111-22-3333", "444-55-6666", "777-88-9999"]
+EMAILS = ["ann@example.com", "bob@example.com", "cy@example.com"]
+
+
+@pytest.fixture(scope="module")
+def clinic(pg, tmp_path_factory):
+    asyncio.run(create_clinic(pg))
+    d = tmp_path_factory.mktemp("clinic")
+    # DP queries are a later issue: without dropping dp-visits, visits is unreadable to governed users
+    path = clinic_config(d / "pgveil.yaml", pg, d / "master.key", drop_policies=("dp-visits",))
+    proc = ProxyProcess(path, clinic_env(pg))
+    yield proc, path
+    proc.stop()
+
+
+def connect(clinic, user, purpose=None, **kw):
+    proc, _ = clinic
+    options = f"-c pgveil.purpose={purpose}" if purpose else None
+    return psycopg.connect(host="127.0.0.1", port=proc.port, dbname=TEST_DB, user=user,
+                           password=CLINIC_PASSWORDS[user], options=options, autocommit=True, **kw)
+
+
+def no_secret(text: str, secrets=(*SSNS, *EMAILS, "ACC-SECRET")):
+    for s in secrets:
+        assert s not in text, f"protected value {s!r} leaked"
+
+
+def test_unrestricted_root_sees_raw_data(clinic):
+    with connect(clinic, "root") as conn:
+        rows = conn.execute("SELECT ssn, email FROM patients WHERE patient_id <= 3 ORDER BY patient_id").fetchall()
+    assert rows == list(zip(SSNS, EMAILS))
+
+
+def test_purpose_limited_table_needs_a_purpose(clinic):
+    with connect(clinic, "alice") as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+            conn.execute("SELECT * FROM patients")
+        assert "Research" in str(err.value)
+        no_secret(str(err.value))
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the session stays usable
+
+
+def test_alice_sees_masked_patients_under_her_purpose(clinic):
+    with connect(clinic, "alice", purpose="Research.Marketing") as conn:
+        rows = conn.execute("SELECT patient_id, ssn, email FROM patients WHERE patient_id <= 3 ORDER BY 1").fetchall()
+        text = repr(rows)
+        no_secret(text)
+        assert [r[1] for r in rows] == [None, None, None]  # ssn-by-role: otherwise null
+        hashed = [r[2] for r in rows]
+        assert all(h and len(h) == 64 for h in hashed) and len(set(hashed)) == 3  # keyed hash, distinct
+        # every clause sees the masked value: filtering on the raw SSN finds nothing
+        assert conn.execute("SELECT count(*) FROM patients WHERE ssn = '111-22-3333'").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM patients WHERE email LIKE 'ann%'").fetchone() == (0,)
+        whole = conn.execute("SELECT to_jsonb(p)::text FROM patients p WHERE patient_id = 1").fetchone()[0]
+        no_secret(whole)
+        assert conn.execute("SHOW pgveil.purpose").fetchone() == ("Research.Marketing",)
+
+
+def test_row_filters_combine(clinic):
+    with connect(clinic, "alice") as conn:
+        rows = conn.execute("SELECT claim_id, state FROM claims ORDER BY claim_id").fetchall()
+    # Missouri only, within 365 days, amount < 10000: claims 1 and 4 (3 is too big, 5 too old, 2 is Ohio)
+    assert rows == [(1, "Missouri"), (4, "Missouri")]
+
+
+def test_filtered_rows_never_reached_by_error_oracles(clinic):
+    with connect(clinic, "alice") as conn:
+        # claim 3 (25000) is filtered out: a predicate that divides by zero on it must not fire
+        assert conn.execute("SELECT count(*) FROM claims WHERE 1 / (amount - 25000) IS NOT NULL").fetchone() == (2,)
+
+
+def test_conditional_mask_and_regex_and_round(clinic):
+    with connect(clinic, "alice") as conn:
+        accounts = conn.execute("SELECT claim_id, account_no, country FROM claims ORDER BY 1").fetchall()
+        visits = conn.execute("SELECT cost, client_ip FROM visits ORDER BY visit_id LIMIT 50").fetchall()
+    assert accounts[0] == (1, None, "USA")  # US accounts nulled
+    assert accounts[1] == (4, "ACC-SECRET-4", "Canada")  # the mask's where: only USA rows
+    assert visits, "minimization kept no visits"
+    assert all(ip.endswith(".XXX") for _, ip in visits)
+    assert all(cost % 100 == 0 for cost, _ in visits)
+
+
+def test_denied_user_gets_42501_naming_the_policy(clinic):
+    with connect(clinic, "erin") as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+            conn.execute("SELECT * FROM claims")
+        assert "analysts-read-clinic" in str(err.value)
+    with connect(clinic, "carol") as conn:  # excepted from the contractors' deny
+        assert conn.execute("SELECT count(*) FROM claims").fetchone()[0] >= 0
+
+
+def test_refusal_inside_transaction_behaves_like_postgres(clinic):
+    with connect(clinic, "alice") as conn:
+        conn.autocommit = False
+        conn.execute("SELECT 1")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT pg_read_file('/etc/passwd')")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT 1")
+        conn.rollback()
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+
+
+def test_extended_protocol_and_pipeline_refusals_land_in_order(clinic):
+    with connect(clinic, "alice", prepare_threshold=0) as conn:
+        assert conn.execute("SELECT claim_id FROM claims WHERE claim_id = %s", (1,)).fetchall() == [(1,)]
+        assert conn.execute("SELECT claim_id FROM claims WHERE claim_id = %s", (3,)).fetchall() == []
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+            conn.execute("SELECT lo_import(%s)", ("/etc/passwd",))
+        assert "lo_import" in str(err.value)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="pg_stat_activity"):
+            with conn.pipeline():
+                first = conn.execute("SELECT %s::int + 1", (1,))
+                conn.execute("SELECT * FROM pg_stat_activity")
+                conn.execute("SELECT 3")
+        assert first.fetchone() == (2,)  # the statement before the refused one got its answer
+        assert conn.execute("SELECT 4").fetchone() == (4,)
+
+
+def test_set_purpose_entitlement(clinic):
+    with connect(clinic, "alice") as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="may not act under purpose"):
+            conn.execute("SET pgveil.purpose = 'Fraud'")
+        conn.execute("SET pgveil.purpose = 'Research.Marketing'")
+        assert conn.execute("SHOW pgveil.purpose").fetchone() == ("Research.Marketing",)
+        assert conn.execute("SELECT count(*) FROM patients").fetchone()[0] > 0
+        conn.execute("RESET pgveil.purpose")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT count(*) FROM patients")
+    with pytest.raises(psycopg.OperationalError, match="may not act under purpose"):
+        connect(clinic, "alice", purpose="Fraud")
+
+
+def test_hot_reload_applies_from_the_next_statement_and_rejects_bad_files(clinic):
+    proc, path = clinic
+    original = path.read_text()
+    try:
+        with connect(clinic, "alice") as conn:
+            assert conn.execute("SELECT count(*) FROM claims").fetchone() == (2,)
+            config = yaml.safe_load(original)
+            config["users"]["alice"]["attributes"]["office_location"] = ["Ohio"]
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            deadline = time.monotonic() + 10
+            while conn.execute("SELECT count(*) FROM claims").fetchone() != (1,):
+                assert time.monotonic() < deadline, "reload did not apply"
+                time.sleep(0.2)
+            path.write_text(original.replace("policies:", "policiez:"))  # invalid: rejected, old policy stays
+            time.sleep(2.5)
+            assert conn.execute("SELECT count(*) FROM claims").fetchone() == (1,)
+    finally:
+        path.write_text(original)
