@@ -7,6 +7,7 @@ until SIGTERM/SIGINT, shutting down gracefully.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -179,6 +180,12 @@ def _mtime(path) -> float | None:
 async def serve(config: Config, settings: ServerSettings | None = None, on_ready=None, config_path=None) -> None:
     """Run the proxy until SIGTERM or SIGINT, then shut down gracefully."""
     settings = settings or build_settings(config)
+    writer = None
+    if config.audit is not None and settings.audit is None:
+        from .audit import AuditWriter
+
+        writer = AuditWriter(config.audit.path)
+        settings = dataclasses.replace(settings, audit=writer.write)
     await refresh_catalog(settings)
     proxy = Proxy(settings)
     await proxy.start()
@@ -197,3 +204,5 @@ async def serve(config: Config, settings: ServerSettings | None = None, on_ready
     watcher.cancel()
     log.info("shutting down: waiting up to %.0fs for in-flight statements", config.listen.shutdown_grace)
     await proxy.shutdown(config.listen.shutdown_grace)
+    if writer is not None:
+        await loop.run_in_executor(None, writer.close)  # flush every record before exiting

@@ -46,6 +46,7 @@ class ServerSettings:
     auth_timeout: float = 30.0
     connect_timeout: float = 10.0
     holder: PolicyHolder | None = None  # None: a bare relay, nothing governed (wire tests, benchmarks)
+    audit: object | None = None  # callable taking an AuditRecord (AuditWriter.write); None: no audit
 
 
 class BackendProtocol(asyncio.Protocol):
@@ -131,7 +132,8 @@ class ClientConnection(asyncio.Protocol):
             proxy.connections.add(self)
         else:
             pid, key = 0, b""
-        self.session = Session(proxy.session_settings, pid, key, refusal)
+        peer = f"{self.peer[0]}:{self.peer[1]}" if isinstance(self.peer, tuple) else None
+        self.session = Session(proxy.session_settings, pid, key, refusal, peer)
         self._auth_timer = asyncio.get_running_loop().call_later(proxy.settings.auth_timeout, self._auth_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -273,6 +275,7 @@ class Proxy:
             tls_available=settings.tls is not None,
             max_message_size=settings.max_message_size,
             holder=settings.holder,
+            audit=settings.audit,
         )
         self.connections: set[ClientConnection] = set()
         self.by_cancel_key: dict[tuple[int, bytes], ClientConnection] = {}

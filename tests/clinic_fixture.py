@@ -43,7 +43,8 @@ async def create_clinic(pg: PgServer) -> None:
         await conn.close()
 
 
-def clinic_config(path: Path, pg: PgServer, key_file: Path, drop_policies: tuple[str, ...] = ()) -> Path:
+def clinic_config(path: Path, pg: PgServer, key_file: Path, drop_policies: tuple[str, ...] = (),
+                  audit_dir: Path | None = None) -> Path:
     """The example config's policies, with test logins and this test database as backend."""
     config = yaml.safe_load(EXAMPLE.read_text())
     config["policies"] = [p for p in config["policies"] if p["name"] not in drop_policies]
@@ -52,6 +53,8 @@ def clinic_config(path: Path, pg: PgServer, key_file: Path, drop_policies: tuple
                          "password_env": "PGVEIL_TEST_BACKEND_PW"}
     config["keys"] = {"master_key_file": str(key_file)}
     config.pop("audit", None)
+    if audit_dir is not None:
+        config["audit"] = {"path": str(audit_dir)}
     for name, user in config["users"].items():
         user.pop("password", None)
         user["password_env"] = f"PGVEIL_TEST_PW_{name.upper()}"

@@ -30,6 +30,7 @@ class GovernedRelay:
         self.syncs_sent = 0
         self.ready_received = 0
         self.last_forward: Forward | None = None
+        self.audit = None  # a StatementAudit when the audit is on
 
     @property
     def pending(self) -> bool:
@@ -43,25 +44,35 @@ class GovernedRelay:
             sql = fe.Query.decode(body).sql
             verdict = self.governor.judge(sql, transaction_status=transaction_status)
             out = fe.Query(verdict.sql).encode() if isinstance(verdict, Forward) else self._stand_in_query(verdict)
-            self._note(verdict)
+            self._note(sql, verdict)
             self.syncs_sent += 1
             return out
         if tag == b"P":
             msg = fe.Parse.decode(body)
             verdict = self.governor.judge(msg.query, transaction_status=transaction_status, single=True)
-            self._note(verdict)
+            self._note(msg.query, verdict)
             if isinstance(verdict, Forward):
                 return fe.Parse(msg.name, verdict.sql, msg.param_types).encode()
             return fe.Parse(msg.name, self._register(verdict), msg.param_types).encode()
         if tag == b"F":
+            refusal = Refuse("42501", "the function call protocol is not allowed through pgveil")
+            self._note("-- FunctionCall message", refusal)
             self.syncs_sent += 1
-            return self._stand_in_query(Refuse("42501", "the function call protocol is not allowed through pgveil"))
+            return self._stand_in_query(refusal)
         if tag == b"S":
             self.syncs_sent += 1
         return frame(tag, body)
 
-    def _note(self, verdict) -> None:
+    def _note(self, sql: str, verdict) -> None:
         self.last_forward = verdict if isinstance(verdict, Forward) else None
+        if self.audit is not None:
+            if isinstance(verdict, Forward):
+                decision, sqlstate = ("rewritten" if verdict.policies else "allowed"), None
+                tables, policies = verdict.tables, verdict.policies
+            else:
+                decision, sqlstate, tables, policies = "denied", verdict.sqlstate, (), ()
+            self.audit.begin(self.syncs_sent, sql, decision=decision, sqlstate=sqlstate, tables=tables,
+                             policies=policies, purpose=self.governor.purpose, project=self.governor.project)
 
     def _register(self, refusal: Refuse) -> str:
         token = _TOKEN_PREFIX + secrets.token_hex(8)

@@ -7,6 +7,7 @@ session always knows whether a statement is in flight.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from struct import Struct
 from typing import Callable
@@ -18,6 +19,8 @@ from ..wire._fields import frame
 from ..wire.holding import HoldingWalker
 from . import commands as cmd
 from . import startup_params
+from ..audit import AuditRecord
+from .auditing import SessionInfo, StatementAudit
 from .governed import GovernedRelay
 from .governor import ContextError, Governor
 from . import events as ev
@@ -28,6 +31,8 @@ _HEADER = Struct("!cI")
 _INSPECTED_TAGS = frozenset({b"X"})
 # ... and for a governed session: every statement and the function-call protocol.
 _GOVERNED_TAGS = frozenset({b"X", b"Q", b"P", b"F"})
+# ... and for an audited ungoverned session: statements are recorded.
+_AUDITED_TAGS = frozenset({b"X", b"Q", b"P"})
 # Client messages each answered by one ReadyForQuery.
 _SYNC_TAGS = frozenset({b"Q", b"S", b"F"})
 
@@ -54,13 +59,16 @@ class SessionSettings:
     # The policy in force. None only for a bare wire relay (wire-level tests and
     # benchmarks): then nothing is governed.
     holder: PolicyHolder | None = None
+    audit: Callable[[AuditRecord], None] | None = None  # where per-statement records go (None: no audit)
+    clock: Callable[[], float] = time.monotonic
 
 
 class Session:
     """State of one client connection, from startup to close."""
 
     def __init__(self, settings: SessionSettings, cancel_pid: int, cancel_key: bytes,
-                 refusal: tuple[str, str] | None = None) -> None:
+                 refusal: tuple[str, str] | None = None, peer: str | None = None) -> None:
+        self.peer = peer
         self.settings = settings
         # (sqlstate, message) to answer the startup packet with, e.g. when over the
         # connection limit: like PostgreSQL, SSL/GSS requests and cancels are still
@@ -80,6 +88,8 @@ class Session:
         self._walker = HoldingWalker()
         self._inspected = _INSPECTED_TAGS
         self.governed: GovernedRelay | None = None
+        self.audit: StatementAudit | None = None
+        self._syncs_sent = 0  # Query/Sync/FunctionCall messages sent (audit groups of ungoverned sessions)
         self._scram: ScramExchange | None = None
 
     # -- dispatch -------------------------------------------------------------
@@ -196,6 +206,7 @@ class Session:
         governed = self._govern_if_needed()
         if isinstance(governed, list):
             return governed
+        self._start_audit(governed)
         for name, value in self.context_choice.items():  # mirrored as placeholder settings for SHOW
             params["options"] = params.get("options", "") + f" -c {name}={_escape_option(value)}"
         self._goto(State.CONNECTING)
@@ -204,6 +215,17 @@ class Session:
             cmd.SendToClient(be.Authentication(be.AUTH_SASL_FINAL, server_final).encode() + be.Authentication.ok().encode()),
             cmd.ConnectBackend(params, governed=governed),
         ]
+
+    def _start_audit(self, governed: bool) -> None:
+        if self.settings.audit is None:
+            return
+        info = SessionInfo(self.user, self.peer, self.database, f"{self.cancel_pid:x}", not governed)
+        self.audit = StatementAudit(self.settings.audit, self.settings.clock, info)
+        self._walker.count_rows = True
+        if self.governed is not None:
+            self.governed.audit = self.audit
+        else:
+            self._inspected = _AUDITED_TAGS
 
     def _govern_if_needed(self) -> bool | list:
         """Set up governance for a user the policy restricts; a list is a FATAL to send."""
@@ -239,8 +261,13 @@ class Session:
         if self.governed is not None:
             return self._relay_governed(messages)
         out: list = [cmd.SendToBackend(raw)]
-        for tag, _body in messages:
+        for tag, body in messages:
+            if self.audit is not None and (tag == b"Q" or tag == b"P"):
+                sql = fe.Query.decode(body).sql if tag == b"Q" else fe.Parse.decode(body).query
+                self.audit.begin(self._syncs_sent, sql, decision="allowed", purpose=self.context_choice.get("pgveil.purpose"),
+                                 project=self.context_choice.get("pgveil.project"))
             if tag in _SYNC_TAGS:
+                self._syncs_sent += 1
                 self.in_flight += 1
             elif tag == b"X":
                 out += self._leave("client terminated")
@@ -264,6 +291,8 @@ class Session:
         """The client is gone: stop any statement it left running, then close."""
         out: list = [cmd.CancelBackendQuery()] if self.state is State.READY and self.in_flight else []
         self.state = State.CLOSED
+        if self.audit is not None:
+            self.audit.close()
         return out + [cmd.Close(reason)]
 
     # -- backend bytes ------------------------------------------------------------
@@ -302,9 +331,14 @@ class Session:
             return False
         count, status = self._walker.ready_count(data)
         if count:
-            self.in_flight = max(0, self.in_flight - count)
-            self.transaction_status = chr(status)
+            self._ready(count, status)
         return True
+
+    def _ready(self, count: int, status: int) -> None:
+        self.in_flight = max(0, self.in_flight - count)
+        self.transaction_status = chr(status)
+        if self.audit is not None:
+            self.audit.ready(self._walker.rows_done)
 
     def _backend_data(self, data: bytes) -> list:
         if self.state is not State.READY:
@@ -317,8 +351,7 @@ class Session:
             pieces, count, status = self._walker.split(data, frozenset())
             data = b"".join(pieces)
         if count:
-            self.in_flight = max(0, self.in_flight - count)
-            self.transaction_status = chr(status)
+            self._ready(count, status)
         return [cmd.SendToClient(data)] if data else []
 
     # -- other events ---------------------------------------------------------------

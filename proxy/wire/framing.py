@@ -97,9 +97,14 @@ class StreamWalker:
     backend's state.
     """
 
-    __slots__ = ("_remaining", "_header", "_peek_tags", "_want_peek")
+    __slots__ = ("_remaining", "_header", "_peek_tags", "_want_peek", "count_rows", "rows_open", "rows_done")
 
     def __init__(self, peek_tags: bytes = b"Z") -> None:
+        # Row counting for the audit (off unless asked): DataRows since the last
+        # ReadyForQuery, and per ReadyForQuery seen in the last call, its rows.
+        self.count_rows = False
+        self.rows_open = 0
+        self.rows_done: list[int] = []
         self._remaining = 0  # body bytes of the current message still to come
         self._header = b""  # a partial header carried across chunks
         self._peek_tags = frozenset(peek_tags[i:i + 1] for i in range(len(peek_tags)))
@@ -139,12 +144,19 @@ class StreamWalker:
         ended on a message boundary (the usual case) the headers are walked
         inline; anything straddling a boundary takes the general ``feed``.
         """
+        if self.count_rows:
+            self.rows_done = []
         if self._remaining or self._header or self._want_peek is not None or b"Z" not in self._peek_tags:
             count, status = 0, None
             for tag, first in self.feed(data):
                 if tag == b"Z" and first is not None:
                     count += 1
                     status = first
+                    if self.count_rows:
+                        self.rows_done.append(self.rows_open)
+                        self.rows_open = 0
+                elif tag == b"D":
+                    self.rows_open += 1
             return count, status
         unpack = _HEADER.unpack_from
         size = len(data)
@@ -156,10 +168,15 @@ class StreamWalker:
             if length < 4:
                 raise ProtocolViolation(f"invalid message length {length} from server")
             end = pos + 1 + length
-            if tag == b"Z" and length > 4:
+            if tag == b"D":
+                self.rows_open += 1
+            elif tag == b"Z" and length > 4:
                 if pos + 5 < size:
                     count += 1
                     status = data[pos + 5]
+                    if self.count_rows:
+                        self.rows_done.append(self.rows_open)
+                        self.rows_open = 0
                 else:
                     self._want_peek = tag
             if end > size:

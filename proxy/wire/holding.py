@@ -46,6 +46,8 @@ class HoldingWalker(StreamWalker):
         """Cut ``data`` into bytes to forward and ``Held`` messages; also count ReadyForQuery."""
         pieces: list = []
         count, status = 0, None
+        if self.count_rows:
+            self.rows_done = []
         size = len(data)
         pos = 0
         plain_start = 0
@@ -68,6 +70,9 @@ class HoldingWalker(StreamWalker):
                     count += 1
                     status = data[pos]
                     self._peek_pending = False
+                    if self.count_rows:
+                        self.rows_done.append(self.rows_open)
+                        self.rows_open = 0
                 take = min(self._remaining, size - pos)
                 self._remaining -= take
                 pos += take
@@ -103,6 +108,8 @@ class HoldingWalker(StreamWalker):
             self._header_forwarded = True
             if tag == b"Z" and length > 4:
                 self._peek_pending = True
+            elif tag == b"D":
+                self.rows_open += 1
             self._remaining = length - 4
         if plain_start < size:
             pieces.append(bytes(data[plain_start:]))

@@ -1,0 +1,84 @@
+"""Per-statement audit records of one session, sans-io.
+
+A record is opened when a statement is judged (a Query's text, or a Parse) and
+closed when the backend's ReadyForQuery for its sync group arrives, with the
+rows the backend returned in that group and the elapsed time. Statements of
+one sync group (several Parse/Execute before one Sync) share the group's rows:
+they go to the group's last statement. Nothing of the SQL text is kept but its
+hash, and no parameter or row value is ever seen here.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pglast import parser as pg_parser
+
+from ..audit import AuditRecord, hash_sql, utc_now_iso
+
+
+def statement_kind(sql: str) -> str:
+    """The first keyword of the statement (SELECT, SET, COPY, ...), comments skipped."""
+    try:
+        for token in pg_parser.scan(sql):
+            if token.name not in ("SQL_COMMENT", "C_COMMENT"):
+                return sql[token.start:token.end + 1].upper()
+    except Exception:  # unparseable text: the statement itself is refused elsewhere
+        pass
+    return "UNKNOWN"
+
+
+@dataclass
+class _Open:
+    group: int
+    started: float
+    fields: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    user: str
+    client_addr: str | None
+    database: str
+    session_id: str
+    unrestricted: bool
+
+
+class StatementAudit:
+    def __init__(self, sink: Callable[[AuditRecord], None], clock: Callable[[], float], info: SessionInfo) -> None:
+        self._sink = sink
+        self._clock = clock
+        self._info = info
+        self._open: deque[_Open] = deque()
+        self._ready = 0  # ReadyForQuery messages seen
+
+    def begin(self, group: int, sql: str, *, decision: str, sqlstate: str | None = None, tables=(), policies=(),
+              purpose: str | None = None, project: str | None = None) -> None:
+        info = self._info
+        self._open.append(_Open(group, self._clock(), dict(
+            ts=utc_now_iso(), user=info.user, client_addr=info.client_addr, database=info.database,
+            session_id=info.session_id, unrestricted=info.unrestricted, purpose=purpose, project=project,
+            statement_kind=statement_kind(sql), tables=list(tables), columns=[], policies=list(policies),
+            decision=decision, sqlstate=sqlstate, sql_hash=hash_sql(sql))))
+
+    def ready(self, rows_per_group: list[int]) -> None:
+        """ReadyForQuery messages arrived; ``rows_per_group`` holds each one's DataRow count."""
+        now = self._clock()
+        for rows in rows_per_group:
+            group = self._ready
+            self._ready += 1
+            closing = []
+            while self._open and self._open[0].group <= group:
+                closing.append(self._open.popleft())
+            for i, rec in enumerate(closing):
+                counted = i == len(closing) - 1 and rec.fields["decision"] != "denied"
+                self._sink(AuditRecord(rows=rows if counted else None, duration_ms=round((now - rec.started) * 1000, 3),
+                                       **rec.fields))
+
+    def close(self) -> None:
+        """The session ended: statements still open are recorded without rows."""
+        now = self._clock()
+        while self._open:
+            rec = self._open.popleft()
+            self._sink(AuditRecord(rows=None, duration_ms=round((now - rec.started) * 1000, 3), **rec.fields))
