@@ -171,3 +171,21 @@ def test_hot_reload_applies_from_the_next_statement_and_rejects_bad_files(clinic
             assert conn.execute("SELECT count(*) FROM claims").fetchone() == (1,)
     finally:
         path.write_text(original)
+
+
+def test_prepared_statements_do_not_outlive_the_purpose_they_were_rewritten_for(clinic):
+    with connect(clinic, "alice", purpose="Research.Marketing", prepare_threshold=None) as conn:  # SQL level
+        conn.execute("PREPARE p AS SELECT count(*) FROM patients")
+        assert conn.execute("EXECUTE p").fetchone()[0] > 0
+        conn.execute("RESET pgveil.purpose")
+        with pytest.raises(psycopg.errors.InvalidSqlStatementName, match="prepared under a different"):
+            conn.execute("EXECUTE p")
+        conn.execute("DEALLOCATE p")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # prepared again: judged under no purpose
+            conn.execute("PREPARE p AS SELECT count(*) FROM patients")
+    with connect(clinic, "alice", purpose="Research.Marketing", prepare_threshold=0) as conn:  # protocol level
+        q = "SELECT count(*) FROM patients WHERE patient_id > %s"
+        assert conn.execute(q, (0,)).fetchone()[0] > 0  # a named server-side statement, cached by psycopg
+        conn.execute("RESET pgveil.purpose")
+        with pytest.raises(psycopg.errors.InvalidSqlStatementName, match="prepared under a different"):
+            conn.execute(q, (0,))

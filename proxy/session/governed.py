@@ -17,9 +17,15 @@ from ..wire import frontend as fe
 from ..wire._fields import frame
 from ..wire.holding import Held, HoldingWalker
 from .governor import Forward, Governor, Refuse
+from .prepared import PreparedTracker
 
 HOLD_ERRORS = frozenset({b"E"})
 _TOKEN_PREFIX = "pgveil_refusal_"
+
+
+def _stale(name: str) -> Refuse:
+    return Refuse("26000", f'prepared statement "{name}" was prepared under a different policy or purpose; '
+                           "prepare it again")
 
 
 class GovernedRelay:
@@ -31,6 +37,7 @@ class GovernedRelay:
         self.ready_received = 0
         self.last_forward: Forward | None = None
         self.audit = None  # a StatementAudit when the audit is on
+        self.prepared = PreparedTracker()
 
     @property
     def pending(self) -> bool:
@@ -42,16 +49,22 @@ class GovernedRelay:
         """The bytes to send the backend for one client message."""
         if tag == b"Q":
             sql = fe.Query.decode(body).sql
-            verdict = self.governor.judge(sql, transaction_status=transaction_status)
+            verdict = self._stale_sql(sql) or self.governor.judge(sql, transaction_status=transaction_status)
+            if isinstance(verdict, Forward):
+                self.prepared.after_sql(sql, self.governor.context_key())
             out = fe.Query(verdict.sql).encode() if isinstance(verdict, Forward) else self._stand_in_query(verdict)
             self._note(sql, verdict)
             self.syncs_sent += 1
             return out
         if tag == b"P":
             msg = fe.Parse.decode(body)
-            verdict = self.governor.judge(msg.query, transaction_status=transaction_status, single=True)
+            verdict = (self._stale_sql(msg.query)
+                       or self.governor.judge(msg.query, transaction_status=transaction_status, single=True))
             self._note(msg.query, verdict)
             if isinstance(verdict, Forward):
+                key = self.governor.context_key()
+                self.prepared.protocol[msg.name] = key
+                self.prepared.after_sql(msg.query, key)
                 return fe.Parse(msg.name, verdict.sql, msg.param_types).encode()
             return fe.Parse(msg.name, self._register(verdict), msg.param_types).encode()
         if tag == b"F":
@@ -59,9 +72,23 @@ class GovernedRelay:
             self._note("-- FunctionCall message", refusal)
             self.syncs_sent += 1
             return self._stand_in_query(refusal)
-        if tag == b"S":
+        if tag == b"B":
+            bind = fe.Bind.decode(body)
+            prepared_under = self.prepared.protocol.get(bind.statement)
+            if prepared_under is not None and prepared_under != self.governor.context_key():
+                refusal = _stale(bind.statement or "(unnamed)")
+                return fe.Parse("", self._register(refusal), ()).encode()  # fails in the Bind's place
+        elif tag == b"C":
+            close = fe.Close.decode(body)
+            if close.kind == "S":
+                self.prepared.protocol.pop(close.name, None)
+        elif tag == b"S":
             self.syncs_sent += 1
         return frame(tag, body)
+
+    def _stale_sql(self, sql: str) -> Refuse | None:
+        name = self.prepared.stale_in_sql(sql, self.governor.context_key())
+        return None if name is None else _stale(name)
 
     def _note(self, sql: str, verdict) -> None:
         self.last_forward = verdict if isinstance(verdict, Forward) else None

@@ -72,6 +72,11 @@ class Governor:
         else:
             raise ContextError("42704", f'unrecognized pgveil setting "{name}"')
 
+    def context_key(self) -> tuple:
+        """What a rewrite depends on besides the text: policy, catalog, purpose and project."""
+        state = self.holder.current
+        return (state.policies.version, state.catalog.version if state.catalog else None, self.purpose, self.project)
+
     def subject(self, state: PolicyState) -> Subject:
         user = state.config.users.get(self.user)
         if user is None:

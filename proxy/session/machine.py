@@ -30,7 +30,7 @@ _HEADER = Struct("!cI")
 # Client messages the relay must look at itself rather than forward blindly.
 _INSPECTED_TAGS = frozenset({b"X"})
 # ... and for a governed session: every statement and the function-call protocol.
-_GOVERNED_TAGS = frozenset({b"X", b"Q", b"P", b"F"})
+_GOVERNED_TAGS = frozenset({b"X", b"Q", b"P", b"F", b"B", b"C"})
 # ... and for an audited ungoverned session: statements are recorded.
 _AUDITED_TAGS = frozenset({b"X", b"Q", b"P"})
 # Client messages each answered by one ReadyForQuery.
