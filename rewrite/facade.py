@@ -12,6 +12,7 @@ epoch, catalog version, search_path, tags).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -26,9 +27,11 @@ from rewrite.engine import viewcache
 from rewrite.engine.functions import builtin_names, qualify_builtins
 from rewrite.engine.governed import Governance
 from rewrite.engine.keys import KeyProvider
+from rewrite.engine.listings import EMPTIED, clear as clear_listings, hide_listings
 from rewrite.engine.masks import Unsupported
 from rewrite.engine.passes import RewritePlan, rewrite
 from rewrite.engine.templates import TemplateError
+from rewrite import shapes
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,8 @@ def _default_gate() -> Any:
 
             def run_gates(raw: Any, ctx: "RewriteContext") -> Any:
                 gctx = ctx.gate_context or gates.GateContext(search_path=ctx.search_path)
+                if gctx.served_empty != EMPTIED:  # the catalogs hide_listings serves empty
+                    gctx = dataclasses.replace(gctx, served_empty=EMPTIED)
                 return gates.check_statement(raw, gctx)
 
             _gates = run_gates
@@ -152,6 +157,8 @@ def _one(raw: Any, text: str, ctx: RewriteContext, gate: Gate | None) -> Verdict
     gov = Governance(ctx.catalog, lambda rel: decide(ctx.policies, ctx.subject, ctx.table_info(rel), now=ctx.now))
     qualified = qualify_builtins(analysis.unqualified_calls, _builtins(), _extra_function_names(ctx))
     plan, refusal, splices = rewrite(raw, analysis, ctx.catalog, gov, ctx.subject)
+    if refusal is None:  # catalog listings without what this subject is refused (engine/listings.py)
+        refusal = hide_listings(analysis, ctx.catalog, gov, ctx.cache_key("")[1:], splices)
     if refusal is not None:
         return Deny(refusal.sqlstate, refusal.message, refusal.policy)
     if plan is None and not qualified:
@@ -192,7 +199,7 @@ def rewrite_statements(sql: str, ctx: RewriteContext, use_cache: bool = True) ->
     key = ctx.cache_key(sql)
     hit = _cache.get(key)
     if hit is None:
-        hit = _uncached(sql, ctx)
+        hit = shapes.rewrite_statements(sql, ctx, _uncached)  # same text up to literals: a template (shapes.py)
         if len(_cache) >= _MAX_CACHE:
             _cache.clear()
         _cache[key] = hit
@@ -220,4 +227,6 @@ def rewrite_sql(sql: str, ctx: RewriteContext, use_cache: bool = True) -> Verdic
 def clear_cache() -> None:
     """Forget cached verdicts and printed policy views."""
     _cache.clear()
+    shapes.clear()
     viewcache.clear()
+    clear_listings()

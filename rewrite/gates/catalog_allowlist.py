@@ -43,6 +43,14 @@ ALLOWED_RELATIONS: dict[str, frozenset[str]] = {
     "information_schema": INFORMATION_SCHEMA_RELATIONS,
 }
 
+#: Refused relations that psql's ``\d table`` reads (row-level security policies and
+#: the roles they name, extended statistics objects, publications). Allowed only when
+#: the caller serves them empty (``GateContext.served_empty``), as the rewrite engine
+#: does: the statement then runs and lists nothing from them.
+SERVABLE_EMPTY: frozenset[tuple[str, str]] = frozenset(("pg_catalog", n) for n in _names("""
+    pg_policy pg_roles pg_statistic_ext pg_publication pg_publication_namespace pg_publication_rel
+"""))
+
 #: Columns of allowed relations that leak anyway: row estimates count hidden rows
 #: (threat 7), definitions may show pgveil's own policy views and functions in
 #: pg_temp. A statement reading one of these relations may not name these

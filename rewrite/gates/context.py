@@ -19,6 +19,10 @@ class GateContext:
     - ``writable_tables``: hook for policies that allow writes (``(schema, table)``);
       empty means read-only. Writes are refused whatever it holds until the
       rewrite engine supports them (see docs/gates.md).
+    - ``served_empty``: catalog relations the caller serves empty (same shape, no
+      rows) in place of the real one; only those on
+      ``catalog_allowlist.SERVABLE_EMPTY`` are then allowed (the rewrite engine
+      does this for psql's ``\\d``: rewrite/engine/listings.py).
     """
 
     governed: bool = True
@@ -27,3 +31,4 @@ class GateContext:
     extra_settings: frozenset[str] = field(default_factory=frozenset)
     internal_schemas: frozenset[str] = field(default_factory=frozenset)
     writable_tables: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    served_empty: frozenset[tuple[str, str]] = field(default_factory=frozenset)

@@ -160,7 +160,7 @@ CATALOG_METADATA = _names("""
     pg_get_replica_identity_index pg_basetype pg_options_to_table
     pg_index_column_has_property pg_index_has_property pg_indexam_has_property
     pg_partition_tree pg_partition_ancestors pg_partition_root pg_relation_is_updatable
-    pg_column_is_updatable pg_collation_for
+    pg_column_is_updatable pg_collation_for pg_relation_is_publishable
     pg_table_is_visible pg_type_is_visible pg_function_is_visible pg_operator_is_visible
     pg_opclass_is_visible pg_opfamily_is_visible pg_collation_is_visible
     pg_conversion_is_visible pg_statistics_obj_is_visible pg_ts_config_is_visible
