@@ -1,4 +1,4 @@
-"""The ``pgveil`` command line: serve, demo, passwd, schema, audit, --version."""
+"""The ``pgveil`` command line: serve, check, explain, demo, passwd, schema, audit, --version."""
 from __future__ import annotations
 
 import argparse
@@ -58,15 +58,15 @@ def _cmd_schema(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    from .config import load_config
+    from .check import run_check
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"pgveil: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
-    print(f"{args.config}: OK ({len(config.users)} users, {len(config.policies)} policies)")
-    return 0
+    return run_check(args.config, offline=args.offline)
+
+
+def _cmd_explain(args) -> int:
+    from .explain import run_explain
+
+    return run_explain(args.config, args.user, args.sql, purpose=args.purpose, project=args.project, as_json=args.json)
 
 
 def _cmd_demo(args) -> int:
@@ -116,9 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=4096)
     p.set_defaults(func=_cmd_passwd)
 
-    p = sub.add_parser("check", help="validate a config file without serving")
+    p = sub.add_parser("check", help="validate a config file, and against the backend's catalog unless --offline")
     p.add_argument("--config", "-c", required=True)
+    p.add_argument("--offline", action="store_true", help="validate the file only; do not connect to the backend")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("explain", help="show the decisions and the rewritten SQL for a user's statement (no proxy needed)")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--user", "-u", required=True, help="the login to simulate")
+    p.add_argument("--purpose", help="act under this purpose (as SET pgveil.purpose)")
+    p.add_argument("--project", help="act in this project (as SET pgveil.project)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("sql", help="the SQL text to explain (- reads it from stdin)")
+    p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the config file, for editors")
     p.set_defaults(func=_cmd_schema)

@@ -134,6 +134,9 @@ async def refresh_catalog(settings: ServerSettings) -> bool:
     if holder.current.catalog is None or holder.current.catalog.version != catalog.version:
         holder.swap(holder.current.with_catalog(catalog))
         log.info("catalog loaded: %d relations (version %s)", len(catalog.relations), catalog.version)
+    from .check import log_catalog_findings
+
+    log_catalog_findings(holder)  # config vs database, logged once per (policy, catalog) version; never refuses
     return True
 
 
