@@ -3,10 +3,13 @@
 Run: python -m bench.rewrite. Prints the median of many runs in microseconds,
 cold (verdict cache bypassed: parse, analyse, decide (its own cache warm), policy
 views (their printed-text cache warm, as after a session's first statement), print,
-re-parse) and cached (a dict hit on the exact text); without and with the gates.
+re-parse), cached (a dict hit on the exact text) and "same shape, new literal" (the
+text differs from every earlier one only in a constant: a template of its shape,
+rewrite/shapes.py); without and with the gates.
 """
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 
@@ -38,12 +41,18 @@ def main() -> None:
     no_gates = RewriteContext(alice, policies, CATALOG, StaticKeys(b"k"), ("public",), config.tags, gate=lambda r, c: None)
     with_gates = RewriteContext(alice, policies, CATALOG, StaticKeys(b"k"), ("public",), config.tags)
     print(f"BI query: {len(BI)} characters")
+    numbers = itertools.count(1000)  # never an exact-text cache hit
     for label, ctx in (("", no_gates), (" + gates", with_gates)):
         for name, sql in (("simple SELECT", SIMPLE), ("BI query, 2 tables", BI)):
             assert isinstance(rewrite_sql(sql, ctx), Rewritten)
             cold = _median_us(lambda: rewrite_sql(sql, ctx, use_cache=False), 300)
             cached = _median_us(lambda: rewrite_sql(sql, ctx), 20000)
-            print(f"{name + label:28s} cold {cold:8.0f} µs   cached {cached:6.1f} µs")
+            # a new constant every time (the last number of the text), as pgbench -S sends in simple mode
+            shaped = sql.rsplit(" ", 1)[0] + " {}"
+            assert isinstance(rewrite_sql(shaped.format(next(numbers)), ctx), Rewritten)
+            shape = _median_us(lambda: rewrite_sql(shaped.format(next(numbers)), ctx), 5000)
+            print(f"{name + label:28s} cold {cold:8.0f} µs   cached {cached:6.1f} µs   same shape, new literal "
+                  f"{shape:6.1f} µs")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from rewrite.engine.listings import EMPTIED, clear as clear_listings, hide_listi
 from rewrite.engine.masks import Unsupported
 from rewrite.engine.passes import RewritePlan, rewrite
 from rewrite.engine.templates import TemplateError
+from rewrite import shapes
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ def rewrite_statements(sql: str, ctx: RewriteContext, use_cache: bool = True) ->
     key = ctx.cache_key(sql)
     hit = _cache.get(key)
     if hit is None:
-        hit = _uncached(sql, ctx)
+        hit = shapes.rewrite_statements(sql, ctx, _uncached)  # same text up to literals: a template (shapes.py)
         if len(_cache) >= _MAX_CACHE:
             _cache.clear()
         _cache[key] = hit
@@ -226,5 +227,6 @@ def rewrite_sql(sql: str, ctx: RewriteContext, use_cache: bool = True) -> Verdic
 def clear_cache() -> None:
     """Forget cached verdicts and printed policy views."""
     _cache.clear()
+    shapes.clear()
     viewcache.clear()
     clear_listings()

@@ -28,10 +28,12 @@ from .context import GateContext
 from .statements import check_all, check_sql, check_statement
 from .verdict import ProxySetting, Refusal
 from .names import INTERNAL_SCHEMAS
+from .functions import LITERAL_SENSITIVE_FUNCTIONS
 
 __all__ = [
     "GateContext",
     "INTERNAL_SCHEMAS",
+    "LITERAL_SENSITIVE_FUNCTIONS",
     "ProxySetting",
     "Refusal",
     "check_all",

@@ -88,6 +88,10 @@ ARGUMENT_RULES = {
     "ts_rewrite": _ts_rewrite,
 }
 
+#: Functions whose arguments the gates look into (a constant there can change the verdict): a cache
+#: that reuses a verdict across statements differing only in constants must not do so for these.
+LITERAL_SENSITIVE_FUNCTIONS = frozenset(ARGUMENT_RULES) | {"set_config"}
+
 
 def check_operator(expr: ast.A_Expr, ctx: GateContext) -> Refusal | None:
     parts = strings(expr.name)
