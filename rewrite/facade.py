@@ -27,7 +27,7 @@ from rewrite.engine import viewcache
 from rewrite.engine.functions import builtin_names, qualify_builtins
 from rewrite.engine.governed import Governance
 from rewrite.engine.keys import KeyProvider
-from rewrite.engine.listings import EMPTIED, clear as clear_listings, hide_listings
+from rewrite.engine.listings import SERVED, clear as clear_listings, hide_listings
 from rewrite.engine.masks import Unsupported
 from rewrite.engine.passes import RewritePlan, rewrite
 from rewrite.engine.templates import TemplateError
@@ -114,8 +114,8 @@ def _default_gate() -> Any:
 
             def run_gates(raw: Any, ctx: "RewriteContext") -> Any:
                 gctx = ctx.gate_context or gates.GateContext(search_path=ctx.search_path)
-                if gctx.served_empty != EMPTIED:  # the catalogs hide_listings serves empty
-                    gctx = dataclasses.replace(gctx, served_empty=EMPTIED)
+                if gctx.served != SERVED:  # catalogs hide_listings substitutes (empty, filtered, NULL estimates)
+                    gctx = dataclasses.replace(gctx, served=SERVED)
                 return gates.check_statement(raw, gctx)
 
             _gates = run_gates
@@ -158,7 +158,7 @@ def _one(raw: Any, text: str, ctx: RewriteContext, gate: Gate | None) -> Verdict
     qualified = qualify_builtins(analysis.unqualified_calls, _builtins(), _extra_function_names(ctx))
     plan, refusal, splices = rewrite(raw, analysis, ctx.catalog, gov, ctx.subject)
     if refusal is None:  # catalog listings without what this subject is refused (engine/listings.py)
-        refusal = hide_listings(analysis, ctx.catalog, gov, ctx.cache_key("")[1:], splices)
+        refusal = hide_listings(raw, analysis, ctx.catalog, gov, ctx.cache_key("")[1:], splices)
     if refusal is not None:
         return Deny(refusal.sqlstate, refusal.message, refusal.policy)
     if plan is None and not qualified:

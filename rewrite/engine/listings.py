@@ -45,6 +45,7 @@ and reaches statements only as a splice at a placeholder node
 from __future__ import annotations
 
 from functools import lru_cache
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import pglast
@@ -54,6 +55,7 @@ from rewrite.analysis import Analysis, print_node, reparse_check
 from rewrite.catalog import Catalog, Relation
 
 from . import build as b
+from .columns import check_columns
 from .governed import Governance, Refusal
 
 # Hidden pg_class oids: the refused relations ($1), anything in a temporary schema, indexes of refused
@@ -87,6 +89,7 @@ def _constraints(rel: str) -> str:
 
 
 _PG_CLASS = "'pg_catalog.pg_class'::pg_catalog.regclass"
+_TEMP = "^pg_(toast_)?temp_"
 _TABLE = ("table_schema", "table_name")
 
 #: (schema, relation) -> the WHERE clause of its substitute, as a function of the relation's name.
@@ -109,6 +112,8 @@ FILTERED: dict[tuple[str, str], Callable[[str], str]] = {
         lambda r: f"{r}.typrelid NOT IN ({_HC}) AND {r}.oid NOT IN "
                   f"(SELECT ht.typarray FROM pg_catalog.pg_type ht WHERE ht.typrelid IN ({_HC}))",
     ("pg_catalog", "pg_database"): lambda r: f"{r}.datname = pg_catalog.current_database()",
+    ("pg_catalog", "pg_namespace"): lambda r: f"{r}.nspname !~ '{_TEMP}'",
+    ("pg_catalog", "pg_settings"): lambda r: f"pg_catalog.strpos({r}.name, '.') = 0",
     ("pg_catalog", "pg_tables"): _names(("schemaname", "tablename")),
     ("pg_catalog", "pg_indexes"): _names(("schemaname", "tablename"), ("schemaname", "indexname")),
     ("pg_catalog", "pg_views"): _names(("schemaname", "viewname")),
@@ -118,6 +123,7 @@ FILTERED: dict[tuple[str, str], Callable[[str], str]] = {
         "constraint_table_usage", "table_privileges", "column_privileges", "column_udt_usage",
         "column_domain_usage", "column_column_usage", "routine_table_usage", "routine_column_usage",
         "view_routine_usage")},
+    ("information_schema", "schemata"): lambda r: f"{r}.schema_name::pg_catalog.text !~ '{_TEMP}'",
     ("information_schema", "view_table_usage"): _names(("view_schema", "view_name"), _TABLE),
     ("information_schema", "view_column_usage"): _names(("view_schema", "view_name"), _TABLE),
     ("information_schema", "triggers"): _names(("event_object_schema", "event_object_table")),
@@ -133,10 +139,16 @@ FILTERED: dict[tuple[str, str], Callable[[str], str]] = {
 EMPTIED: frozenset[tuple[str, str]] = frozenset(("pg_catalog", n) for n in (
     "pg_policy", "pg_roles", "pg_statistic_ext", "pg_publication", "pg_publication_namespace", "pg_publication_rel"))
 
-#: Columns served as NULL (row estimates count hidden rows; the gates refuse naming them anyway).
+#: Columns served as NULL: row estimates count hidden rows (the gates accept naming them only because they
+#: are NULL here); where a setting comes from is the server's business.
 NULLED: dict[tuple[str, str], frozenset[str]] = {
     ("pg_catalog", "pg_class"): frozenset({"reltuples", "relpages", "relallvisible", "relallfrozen"}),
+    ("pg_catalog", "pg_settings"): frozenset({"sourcefile", "sourceline"}),
 }
+
+#: What the gates are told this pass substitutes (``GateContext.served``): the empty relations,
+#: pg_settings (built-in settings only: no custom, dotted names, as SHOW), pg_class (NULL estimates).
+SERVED: frozenset[tuple[str, str]] = EMPTIED | {("pg_catalog", "pg_settings"), ("pg_catalog", "pg_class")}
 
 _MAX_ENTRIES = 256
 _hidden_cache: dict[tuple, tuple[int, ...]] = {}
@@ -196,13 +208,23 @@ def substitute_text(rel: Relation, hidden: tuple[int, ...], key: tuple) -> str:
     return text
 
 
-def hide_listings(analysis: Analysis, catalog: Catalog, gov: Governance, key: tuple,
+_NO_DENIED_COLUMNS = SimpleNamespace(denied_columns=())
+
+
+def hide_listings(stmt: ast.Node, analysis: Analysis, catalog: Catalog, gov: Governance, key: tuple,
                   splices: dict[int, tuple[ast.Node, str]]) -> Refusal | None:
-    """Replace listed catalog references in place; their texts go into ``splices``. A refusal, or None."""
+    """Replace listed catalog references of ``stmt`` in place; their texts go into ``splices``. A refusal, or None.
+
+    ``pg_catalog.pg_class.relname`` (SQLAlchemy writes these) names an unaliased relation entry, which the
+    substitute no longer is: columns.py rewrites it to ``pg_class.relname`` where that is provably the same.
+    """
     refs = [r for r in analysis.refs if r.relation is not None
             and (r.relation.key in FILTERED or r.relation.key in EMPTIED)]
     if not refs:
         return None
+    refusal = check_columns(stmt, catalog, analysis.refs, {id(r.rangevar): _NO_DENIED_COLUMNS for r in refs})
+    if refusal is not None:
+        return refusal
     hidden = hidden_oids(catalog, gov, key)
     for ref in refs:
         rel, rv = ref.relation, ref.rangevar

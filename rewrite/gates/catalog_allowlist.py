@@ -51,6 +51,16 @@ SERVABLE_EMPTY: frozenset[tuple[str, str]] = frozenset(("pg_catalog", n) for n i
     pg_policy pg_roles pg_statistic_ext pg_publication pg_publication_namespace pg_publication_rel
 """))
 
+#: Refused relations allowed when the caller serves them filtered (``GateContext.served``):
+#: pg_settings with built-in settings only (what SHOW and current_setting() may read; no
+#: custom, dotted names). pgjdbc's getImportedKeys reads max_index_keys from it.
+SERVABLE_FILTERED: frozenset[tuple[str, str]] = frozenset({("pg_catalog", "pg_settings")})
+
+#: Sensitive relations that stop being sensitive when the caller serves their
+#: SENSITIVE_COLUMNS as NULL (``GateContext.served``): pgjdbc's getIndexInfo names
+#: pg_class.reltuples and relpages.
+SERVABLE_NULLED: frozenset[tuple[str, str]] = frozenset({("pg_catalog", "pg_class")})
+
 #: Columns of allowed relations that leak anyway: row estimates count hidden rows
 #: (threat 7), definitions may show pgveil's own policy views and functions in
 #: pg_temp. A statement reading one of these relations may not name these

@@ -19,10 +19,11 @@ class GateContext:
     - ``writable_tables``: hook for policies that allow writes (``(schema, table)``);
       empty means read-only. Writes are refused whatever it holds until the
       rewrite engine supports them (see docs/gates.md).
-    - ``served_empty``: catalog relations the caller serves empty (same shape, no
-      rows) in place of the real one; only those on
-      ``catalog_allowlist.SERVABLE_EMPTY`` are then allowed (the rewrite engine
-      does this for psql's ``\\d``: rewrite/engine/listings.py).
+    - ``served``: catalog relations the caller replaces by a substitute that keeps
+      the contract ``catalog_allowlist`` states for it: SERVABLE_EMPTY ones are
+      then allowed (served with no rows), pg_settings is allowed (built-in settings
+      only), pg_class is no longer sensitive (row estimates served as NULL). The
+      rewrite engine does this (rewrite/engine/listings.py).
     """
 
     governed: bool = True
@@ -31,4 +32,4 @@ class GateContext:
     extra_settings: frozenset[str] = field(default_factory=frozenset)
     internal_schemas: frozenset[str] = field(default_factory=frozenset)
     writable_tables: frozenset[tuple[str, str]] = field(default_factory=frozenset)
-    served_empty: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    served: frozenset[tuple[str, str]] = field(default_factory=frozenset)

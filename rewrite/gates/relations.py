@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pglast import ast
 
-from .catalog_allowlist import ALLOWED_RELATIONS, PG_CATALOG_KNOWN, SERVABLE_EMPTY
+from .catalog_allowlist import ALLOWED_RELATIONS, PG_CATALOG_KNOWN, SERVABLE_EMPTY, SERVABLE_FILTERED
 from .context import GateContext
 from .names import CATALOG, INFORMATION_SCHEMA, is_internal_name, is_internal_schema, shown
 from .verdict import Refusal, privilege
@@ -40,8 +40,8 @@ def check_relation(rv: ast.RangeVar, ctx: GateContext) -> Refusal | None:
     if is_internal_schema(schema, ctx.internal_schemas):
         return privilege("relations: internal", f"relation {display} is in an internal schema and not allowed through pgveil")
     if schema in _CATALOGS and name not in ALLOWED_RELATIONS[schema]:
-        if (schema, name) in SERVABLE_EMPTY and (schema, name) in ctx.served_empty:
-            return None  # the caller replaces it by an empty relation of the same shape
+        if (schema, name) in ctx.served and ((schema, name) in SERVABLE_EMPTY or (schema, name) in SERVABLE_FILTERED):
+            return None  # the caller replaces it by an empty (or filtered) relation of the same shape
         return privilege(
             "relations: catalog",
             f"relation {display} is not allowed through pgveil (catalog: statistics, activity, settings and "

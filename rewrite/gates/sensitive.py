@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pglast import ast
 
-from .catalog_allowlist import SENSITIVE_COLUMNS
+from .catalog_allowlist import SENSITIVE_COLUMNS, SERVABLE_NULLED
 from .function_allowlist import PG_CATALOG_FUNCTIONS
 from .relations import resolve
 from .verdict import Refusal, privilege
@@ -29,7 +29,9 @@ _FUNCTIONAL_NOTATION = PG_CATALOG_FUNCTIONS - _COLUMNS_NAMED_LIKE_FUNCTIONS
 class SensitiveColumns:
     """Collects, during one walk, what the verdict needs; ``verdict`` decides at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, served: frozenset[tuple[str, str]] = frozenset()) -> None:
+        #: relations whose sensitive columns the caller serves as NULL (GateContext.served)
+        self.nulled = SERVABLE_NULLED & served
         self.columns: set[str] = set()  # union of sensitive columns of the relations read
         self.relations: list[str] = []  # their names, for the message
         self.aliases: set[str] = set()  # names by which their rows can be referenced
@@ -40,10 +42,9 @@ class SensitiveColumns:
         self.natural = False
         self.star = False  # a bare * (or COPY without a column list) over a sensitive relation
 
-    @staticmethod
-    def is_sensitive(rv: ast.RangeVar) -> bool:
+    def is_sensitive(self, rv: ast.RangeVar) -> bool:
         schema, name = resolve(rv)
-        return (schema or "", name) in SENSITIVE_COLUMNS
+        return (schema or "", name) in SENSITIVE_COLUMNS and (schema or "", name) not in self.nulled
 
     def select(self, stmt: ast.SelectStmt) -> None:
         """A bare ``*`` expands the columns of the relations directly in this SELECT's FROM."""
@@ -58,7 +59,7 @@ class SensitiveColumns:
     def relation(self, rv: ast.RangeVar) -> None:
         schema, name = resolve(rv)
         cols = SENSITIVE_COLUMNS.get((schema or "", name))
-        if not cols:
+        if not cols or (schema or "", name) in self.nulled:
             return
         self.columns |= cols
         self.relations.append(name)

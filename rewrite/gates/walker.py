@@ -38,7 +38,7 @@ class QueryWalker:
 
     def __init__(self, ctx: GateContext) -> None:
         self.ctx = ctx
-        self.sensitive = SensitiveColumns()
+        self.sensitive = SensitiveColumns(ctx.served)
 
     def run(self, *roots) -> Refusal | None:
         try:
