@@ -114,6 +114,7 @@ FILTERED: dict[tuple[str, str], Callable[[str], str]] = {
     ("pg_catalog", "pg_database"): lambda r: f"{r}.datname = pg_catalog.current_database()",
     ("pg_catalog", "pg_namespace"): lambda r: f"{r}.nspname !~ '{_TEMP}'",
     ("pg_catalog", "pg_settings"): lambda r: f"pg_catalog.strpos({r}.name, '.') = 0",
+    ("pg_catalog", "pg_stat_user_tables"): _oids("relid"),
     ("pg_catalog", "pg_tables"): _names(("schemaname", "tablename")),
     ("pg_catalog", "pg_indexes"): _names(("schemaname", "tablename"), ("schemaname", "indexname")),
     ("pg_catalog", "pg_views"): _names(("schemaname", "viewname")),
@@ -145,10 +146,16 @@ NULLED: dict[tuple[str, str], frozenset[str]] = {
     ("pg_catalog", "pg_class"): frozenset({"reltuples", "relpages", "relallvisible", "relallfrozen"}),
     ("pg_catalog", "pg_settings"): frozenset({"sourcefile", "sourceline"}),
 }
+#: Relations served with only these columns; every other one is NULL (activity counters count hidden rows).
+KEPT_ONLY: dict[tuple[str, str], frozenset[str]] = {
+    ("pg_catalog", "pg_stat_user_tables"): frozenset({"relid", "schemaname", "relname"}),
+}
 
 #: What the gates are told this pass substitutes (``GateContext.served``): the empty relations,
-#: pg_settings (built-in settings only: no custom, dotted names, as SHOW), pg_class (NULL estimates).
-SERVED: frozenset[tuple[str, str]] = EMPTIED | {("pg_catalog", "pg_settings"), ("pg_catalog", "pg_class")}
+#: pg_settings (built-in settings only: no custom, dotted names, as SHOW), pg_class (NULL estimates),
+#: pg_stat_user_tables (names only, counters NULL).
+SERVED: frozenset[tuple[str, str]] = EMPTIED | {("pg_catalog", "pg_settings"), ("pg_catalog", "pg_class"),
+                                                ("pg_catalog", "pg_stat_user_tables")}
 
 _MAX_ENTRIES = 256
 _hidden_cache: dict[tuple, tuple[int, ...]] = {}
@@ -197,6 +204,10 @@ def substitute_text(rel: Relation, hidden: tuple[int, ...], key: tuple) -> str:
         return hit
     query = pglast.parse_sql(_template(rel.schema, rel.name))[0].stmt
     nulled = NULLED.get(rel.key, frozenset())
+    if rel.key in KEPT_ONLY:
+        if not rel.columns:  # never serve it with its counters (the caller denies on this error)
+            raise ValueError(f"columns of {rel.schema}.{rel.name} are not known")
+        nulled = frozenset(c.name for c in rel.columns) - KEPT_ONLY[rel.key]
     if rel.columns:  # same columns, same order; row estimates as NULL
         query.targetList = tuple(
             b.target(b.cast(b.const(None), c.type), c.name) if c.name in nulled else b.target(b.col(rel.name, c.name))

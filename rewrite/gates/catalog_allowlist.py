@@ -54,7 +54,10 @@ SERVABLE_EMPTY: frozenset[tuple[str, str]] = frozenset(("pg_catalog", n) for n i
 #: Refused relations allowed when the caller serves them filtered (``GateContext.served``):
 #: pg_settings with built-in settings only (what SHOW and current_setting() may read; no
 #: custom, dotted names). pgjdbc's getImportedKeys reads max_index_keys from it.
-SERVABLE_FILTERED: frozenset[tuple[str, str]] = frozenset({("pg_catalog", "pg_settings")})
+#: pg_stat_user_tables with only relid, schemaname and relname, every counter NULL
+#: (Metabase's sync joins n_live_tup as an estimated row count).
+SERVABLE_FILTERED: frozenset[tuple[str, str]] = frozenset({("pg_catalog", "pg_settings"),
+                                                           ("pg_catalog", "pg_stat_user_tables")})
 
 #: Sensitive relations that stop being sensitive when the caller serves their
 #: SENSITIVE_COLUMNS as NULL (``GateContext.served``): pgjdbc's getIndexInfo names

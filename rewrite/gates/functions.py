@@ -65,9 +65,26 @@ def _check_arguments(name: str, call: ast.FuncCall, display: str) -> Refusal | N
     return rule(call, display) if rule else None
 
 
+_NAME_TYPES = frozenset({"text", "varchar", "name"})
+
+
+def _uncast_name(node: ast.Node | None) -> ast.Node | None:
+    """``'x'::varchar`` -> ``'x'``: client-side binding (psycopg's ClientCursor under SQLAlchemy) casts the name.
+
+    Only a plain cast to text, varchar or name (no type modifier, no array) of a constant: the value is unchanged.
+    """
+    if isinstance(node, ast.TypeCast) and isinstance(node.arg, ast.A_Const):
+        tn = node.typeName
+        names = strings(tn.names) or ()
+        if (names and names[-1] in _NAME_TYPES and names[:-1] in ((), (CATALOG,)) and not tn.typmods
+                and not tn.arrayBounds and not tn.setof and not tn.pct_type):
+            return node.arg
+    return node
+
+
 def _current_setting(call: ast.FuncCall, display: str) -> Refusal | None:
     args = call.args or ()
-    first = args[0] if args else None
+    first = _uncast_name(args[0]) if args else None
     if not (isinstance(first, ast.A_Const) and isinstance(first.val, ast.String)) or call.func_variadic:
         return _refuse(display, "settings: the setting name must be a constant")
     if not may_read_setting(first.val.sval):
