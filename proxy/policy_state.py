@@ -88,6 +88,8 @@ class PolicyHolder:
 
     def __init__(self, state: PolicyState) -> None:
         self.current = state
+        self.generation = 0  # bumped on every swap: caches keyed by it never outlive their state
 
     def swap(self, state: PolicyState) -> None:
         self.current = state
+        self.generation += 1

@@ -189,3 +189,25 @@ def test_prepared_statements_do_not_outlive_the_purpose_they_were_rewritten_for(
         conn.execute("RESET pgveil.purpose")
         with pytest.raises(psycopg.errors.InvalidSqlStatementName, match="prepared under a different"):
             conn.execute(q, (0,))
+
+
+def test_asyncpg_as_a_governed_user(clinic):
+    """asyncpg's own introspection (type lookups, set_config('jit')) works; data stays masked."""
+    import asyncpg
+
+    proc, _ = clinic
+
+    async def run():
+        conn = await asyncpg.connect(host="127.0.0.1", port=proc.port, user="alice", password=CLINIC_PASSWORDS["alice"],
+                                     database=TEST_DB, server_settings={"pgveil.purpose": "Research.Marketing"})
+        try:
+            rows = await conn.fetch("SELECT patient_id, ssn, email FROM patients WHERE patient_id <= $1 ORDER BY 1", 3)
+            extra = await conn.fetchrow("SELECT ARRAY[1,2] AS a, interval '1 day' AS i, current_schemas(false) AS s")
+            return rows, extra
+        finally:
+            await conn.close()
+
+    rows, extra = asyncio.run(run())
+    assert [r["ssn"] for r in rows] == [None, None, None]
+    no_secret(repr(rows))
+    assert extra["a"] == [1, 2] and extra["s"] == ["public"]

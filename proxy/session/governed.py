@@ -23,6 +23,15 @@ HOLD_ERRORS = frozenset({b"E"})
 _TOKEN_PREFIX = "pgveil_refusal_"
 
 
+def _bind_statement(body: bytes) -> str:
+    """The statement name of a Bind (its second string), without decoding the parameters."""
+    portal_end = body.find(b"\x00")
+    end = body.find(b"\x00", portal_end + 1)
+    if portal_end < 0 or end < 0:
+        return fe.Bind.decode(body).statement  # malformed: let the full decoder raise
+    return body[portal_end + 1:end].decode("utf-8", "replace")
+
+
 def _stale(name: str) -> Refuse:
     return Refuse("26000", f'prepared statement "{name}" was prepared under a different policy or purpose; '
                            "prepare it again")
@@ -73,10 +82,10 @@ class GovernedRelay:
             self.syncs_sent += 1
             return self._stand_in_query(refusal)
         if tag == b"B":
-            bind = fe.Bind.decode(body)
-            prepared_under = self.prepared.protocol.get(bind.statement)
+            statement = _bind_statement(body)
+            prepared_under = self.prepared.protocol.get(statement)
             if prepared_under is not None and prepared_under != self.governor.context_key():
-                refusal = _stale(bind.statement or "(unnamed)")
+                refusal = _stale(statement or "(unnamed)")
                 return fe.Parse("", self._register(refusal), ()).encode()  # fails in the Bind's place
         elif tag == b"C":
             close = fe.Close.decode(body)

@@ -7,6 +7,7 @@ every statement, so a reload applies from the next statement on.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from rewrite import Allow, Deny, ProxyHandled, RewriteContext, Rewritten, rewrite_statements
@@ -14,6 +15,9 @@ from rewrite.decide import Subject
 from rewrite.policy.references import purpose_names
 
 from ..policy_state import SEARCH_PATH, PolicyHolder, PolicyState
+
+
+_MAX_VERDICTS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,9 @@ class Governor:
         self.project: str | None = None
         self._ctx: RewriteContext | None = None
         self._ctx_key: tuple | None = None
+        # Verdicts of this session by statement text: the hot path of a repeated statement
+        # (pgbench, BI dashboards) is one dict lookup. Keyed by everything a verdict depends on.
+        self._verdicts: dict[tuple, Forward | Refuse] = {}
 
     # -- session context ---------------------------------------------------------------
 
@@ -74,8 +81,7 @@ class Governor:
 
     def context_key(self) -> tuple:
         """What a rewrite depends on besides the text: policy, catalog, purpose and project."""
-        state = self.holder.current
-        return (state.policies.version, state.catalog.version if state.catalog else None, self.purpose, self.project)
+        return (self.holder.generation, self.purpose, self.project)
 
     def subject(self, state: PolicyState) -> Subject:
         user = state.config.users.get(self.user)
@@ -90,7 +96,7 @@ class Governor:
                        frozenset(purposes), bool(user.unrestricted))
 
     def _context(self, state: PolicyState) -> RewriteContext:
-        key = (id(state), self.purpose, self.project)
+        key = (self.holder.generation, self.purpose, self.project)
         if key != self._ctx_key:
             self._ctx = RewriteContext(self.subject(state), state.policies, state.catalog, state.keys,
                                        search_path=SEARCH_PATH, tags=state.config.tags, gate_context=state.gate_context)
@@ -104,26 +110,39 @@ class Governor:
         state = self.holder.current
         if state.catalog is None:
             return Refuse("57P03", "pgveil has not loaded the database catalog yet; try again shortly")
+        key = (sql, single, self.holder.generation, self.purpose, self.project, state.policies.epoch(time.time()))
+        known = self._verdicts.get(key)
+        if known is not None:
+            return known
+        verdict, cacheable = self._judge(state, sql, transaction_status, single)
+        if cacheable:
+            if len(self._verdicts) >= _MAX_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return verdict
+
+    def _judge(self, state: PolicyState, sql: str, transaction_status: str, single: bool) -> tuple[Forward | Refuse, bool]:
+        """The verdict, and whether it may be reused for the same text (settings change state: never)."""
         verdicts = rewrite_statements(sql, self._context(state))
         if single and len(verdicts) > 1:
-            return Refuse("42601", "cannot insert multiple commands into a prepared statement")
+            return Refuse("42601", "cannot insert multiple commands into a prepared statement"), True
         for v in verdicts:
             if isinstance(v, Deny):
-                return Refuse(v.sqlstate, v.message)
+                return Refuse(v.sqlstate, v.message), True
         settings = [v for v in verdicts if isinstance(v, ProxyHandled)]
         if settings:
             if len(verdicts) > 1:
-                return Refuse("0A000", "send SET/SHOW of pgveil settings as a statement of its own")
-            return self._setting(settings[0].setting, sql, transaction_status)
+                return Refuse("0A000", "send SET/SHOW of pgveil settings as a statement of its own"), True
+            return self._setting(settings[0].setting, sql, transaction_status), False
         if len(verdicts) == 1 and isinstance(verdicts[0], Allow):
-            return Forward(sql)
+            return Forward(sql), True
         sqls, tables, policies = [], [], []
         for v in verdicts:
             sqls.append(v.sql)
             if isinstance(v, Rewritten):
                 tables += v.plan.tables
                 policies += v.plan.policies
-        return Forward(";\n".join(sqls), tuple(dict.fromkeys(tables)), tuple(sorted(set(policies))))
+        return Forward(";\n".join(sqls), tuple(dict.fromkeys(tables)), tuple(sorted(set(policies)))), True
 
     def _setting(self, setting, sql: str, transaction_status: str) -> Forward | Refuse:
         if setting.action == "show":

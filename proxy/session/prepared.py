@@ -26,8 +26,14 @@ def _name(sql: str, token) -> str | None:
     return None  # U&"..." and friends: don't guess
 
 
+_KEYWORDS = ("prepare", "execute", "deallocate")
+
+
 def sql_level_ops(sql: str) -> list[tuple[str, str | None]]:
     """(op, name) per PREPARE / EXECUTE / DEALLOCATE statement in ``sql``; op 'deallocate_all' has no name."""
+    lowered = sql.lower()
+    if not any(k in lowered for k in _KEYWORDS):
+        return []  # keywords are never escaped: without these letters there is no such statement
     try:
         tokens = list(pg_parser.scan(sql))
     except Exception:

@@ -15,8 +15,8 @@ from pglast import ast
 from .context import GateContext
 from .function_allowlist import INFORMATION_SCHEMA_FUNCTIONS, PG_CATALOG_FUNCTIONS
 from .function_denylist import denied_category
-from .names import CATALOG, INFORMATION_SCHEMA, is_internal_schema, shown, split_qualified, strings
-from .settings import may_read_setting
+from .names import CATALOG, INFORMATION_SCHEMA, is_internal_schema, setting_key, shown, split_qualified, strings
+from .settings import CHANGEABLE_SETTINGS, may_read_setting
 from .verdict import Refusal, privilege, unsupported
 
 #: Operator symbols defined in PostgreSQL 18's pg_catalog (tests check this against the server).
@@ -41,6 +41,8 @@ def check_function(call: ast.FuncCall, ctx: GateContext) -> Refusal | None:
         return unsupported("functions", "this function name form is not supported by pgveil (functions)")
     schema, name = split
     display = shown(name if schema is None else f"{schema}.{name}")
+    if name == "set_config" and schema in (None, CATALOG):
+        return _set_config(call, display)
     if schema is None:
         if name in PG_CATALOG_FUNCTIONS:
             return _check_arguments(name, call, display)
@@ -89,6 +91,23 @@ def _current_setting(call: ast.FuncCall, display: str) -> Refusal | None:
         return _refuse(display, "settings: the setting name must be a constant")
     if not may_read_setting(first.val.sval):
         return _refuse(display, "settings: custom settings cannot be read")
+    return None
+
+
+def _set_config(call: ast.FuncCall, display: str) -> Refusal | None:
+    """set_config(name, value, is_local) is SET in function form: the same settings rules apply.
+
+    The name must be a constant naming a setting a governed user may SET anyway
+    (asyncpg runs ``set_config('jit', 'off', false)`` around its introspection);
+    the value may be anything, since those settings are harmless whatever they hold.
+    """
+    args = call.args or ()
+    first = _uncast_name(args[0]) if args else None
+    if (len(args) != 3 or call.func_variadic or not isinstance(first, ast.A_Const)
+            or not isinstance(first.val, ast.String)):
+        return _refuse(display, "settings: the setting name must be a constant")
+    if setting_key(first.val.sval) not in CHANGEABLE_SETTINGS:
+        return _refuse(display, "settings")
     return None
 
 

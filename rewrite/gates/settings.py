@@ -22,6 +22,7 @@ CHANGEABLE_SETTINGS = frozenset({
     "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
     "idle_session_timeout", "transaction_timeout", "bytea_output", "client_min_messages",
     "xmloption", "transaction_isolation", "transaction_read_only", "transaction_deferrable",
+    "jit",  # planner-only; asyncpg turns it off around its type introspection
 })
 
 #: pgveil's own session settings, answered by the proxy.
