@@ -27,10 +27,11 @@ class ProtocolViolation(Exception):
 class MessageBuffer:
     """Accumulates bytes from a peer and cuts them into whole messages."""
 
-    __slots__ = ("_buf", "max_message_size")
+    __slots__ = ("_buf", "max_message_size", "pending")
 
     def __init__(self, max_message_size: int = 64 * 1024 * 1024) -> None:
         self._buf = bytearray()
+        self.pending = self._buf  # the buffered bytes (always mutated in place): truthy when non-empty
         self.max_message_size = max_message_size  # may change as the session advances
 
     def feed(self, data: bytes) -> None:
@@ -163,28 +164,31 @@ class StreamWalker:
         pos = 0
         count = 0
         status = None
+        rows = self.rows_open
         while size - pos >= 5:
             tag, length = unpack(data, pos)
             if length < 4:
                 raise ProtocolViolation(f"invalid message length {length} from server")
             end = pos + 1 + length
             if tag == b"D":
-                self.rows_open += 1
+                rows += 1
             elif tag == b"Z" and length > 4:
                 if pos + 5 < size:
                     count += 1
                     status = data[pos + 5]
                     if self.count_rows:
-                        self.rows_done.append(self.rows_open)
-                        self.rows_open = 0
+                        self.rows_done.append(rows)
+                        rows = 0
                 else:
                     self._want_peek = tag
             if end > size:
                 self._remaining = end - size
-                return count, status
+                break
             pos = end
-        if pos < size:
-            self._header = bytes(data[pos:])
+        else:
+            if pos < size:
+                self._header = bytes(data[pos:])
+        self.rows_open = rows
         return count, status
 
     def _start_message(self, hdr, hpos: int, data: bytes, body_pos: int, events: list, *, carried: bool) -> int:

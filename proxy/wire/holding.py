@@ -22,25 +22,19 @@ class Held:
 
 
 class HoldingWalker(StreamWalker):
-    __slots__ = ("_holding", "_hold_left", "_header_forwarded", "_peek_pending")
+    __slots__ = ("_holding", "_hold_left", "_header_forwarded", "_peek_pending", "idle")
 
     def __init__(self) -> None:
         super().__init__(b"Z")
         self._holding: bytearray | None = None
         self._hold_left = 0
-        self._header_forwarded = True  # a partial header left by the fast path was already sent on
-        self._peek_pending = False
-
-    def ready_count(self, data: bytes) -> tuple[int, int | None]:
-        if self._holding is not None or self._peek_pending or (self._header and not self._header_forwarded):
-            raise RuntimeError("holding in progress: use split()")
+        # False only while ``_header`` holds bytes split() kept back (not sent yet); a
+        # partial header left by the fast path (ready_count) has always been sent on.
         self._header_forwarded = True
-        return super().ready_count(data)
-
-    @property
-    def idle(self) -> bool:
-        """No held message or unsent header in progress (the fast path may take over)."""
-        return self._holding is None and not self._peek_pending and (not self._header or self._header_forwarded)
+        self._peek_pending = False
+        # No held message, pending status byte or unsent header: the fast path
+        # (``ready_count``, inherited) may take the next chunk. Updated by split().
+        self.idle = True
 
     def split(self, data: bytes, hold: frozenset[bytes]) -> tuple[list, int, int | None]:
         """Cut ``data`` into bytes to forward and ``Held`` messages; also count ReadyForQuery."""
@@ -81,19 +75,26 @@ class HoldingWalker(StreamWalker):
             need = 5 - len(carried)
             header = carried + bytes(data[pos:pos + need])
             if len(header) < 5:
-                if pos > plain_start:
-                    pieces.append(bytes(data[plain_start:pos]))
+                if carried and self._header_forwarded:
+                    # the fast path already sent the start of this header: send the rest as it comes
+                    pieces.append(bytes(data[plain_start:]))
+                else:
+                    if pos > plain_start:
+                        pieces.append(bytes(data[plain_start:pos]))
+                    self._header_forwarded = False  # these bytes stay here until the tag is known
                 self._header = header
-                self._header_forwarded = False
+                self.idle = self._header_forwarded and self._holding is None and not self._peek_pending
                 return pieces, count, status
             tag, length = _HEADER.unpack_from(header, 0)
             if length < 4:
                 raise ProtocolViolation(f"invalid message length {length} from server")
             header_start = pos - len(carried)  # negative when the header began in an earlier chunk
+            carried_sent = self._header_forwarded
             pos += need
             self._header = b""
+            self._header_forwarded = True
             # A header whose first bytes already went out on the fast path cannot be held any more.
-            if tag in hold and not (carried and self._header_forwarded):
+            if tag in hold and not (carried and carried_sent):
                 if header_start > plain_start:
                     pieces.append(bytes(data[plain_start:header_start]))
                 self._holding = bytearray(header)
@@ -103,9 +104,8 @@ class HoldingWalker(StreamWalker):
                     self._holding = None
                 plain_start = pos
                 continue
-            if carried and not self._header_forwarded:
+            if carried and not carried_sent:
                 pieces.append(carried)  # held back at the end of the last chunk; send it now
-            self._header_forwarded = True
             if tag == b"Z" and length > 4:
                 self._peek_pending = True
             elif tag == b"D":
@@ -113,4 +113,5 @@ class HoldingWalker(StreamWalker):
             self._remaining = length - 4
         if plain_start < size:
             pieces.append(bytes(data[plain_start:]))
+        self.idle = self._holding is None and not self._peek_pending
         return pieces, count, status
