@@ -21,7 +21,7 @@ from .policy_state import PolicyHolder
 from .session_setup import key_setup
 from .session import commands as cmd
 from .session import events as ev
-from .session import Session, SessionSettings, State
+from .session import Session, SessionSettings
 from .wire import ProtocolViolation, backend as be
 from .wire.startup import CancelRequest, SSLRequest
 

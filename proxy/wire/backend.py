@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ._shared import CopyData, Unknown, empty_message
 from ._fields import INT16, INT32, UINT16, UINT32, Reader, cstr, frame, maybe_bytes
 from .framing import ProtocolViolation
 
@@ -306,55 +307,13 @@ class NegotiateProtocolVersion:
                      + b"".join(cstr(o) for o in self.unrecognized_options))
 
 
-@dataclass(frozen=True, slots=True)
-class CopyData:
-    tag: ClassVar[bytes] = b"d"
-    data: bytes
-
-    @classmethod
-    def decode(cls, body: bytes) -> "CopyData":
-        return cls(bytes(body))
-
-    def encode(self) -> bytes:
-        return frame(self.tag, self.data)
-
-
-def _empty(name: str, tag_value: bytes):
-    @dataclass(frozen=True, slots=True)
-    class _Empty:
-        tag: ClassVar[bytes] = tag_value
-
-        @classmethod
-        def decode(cls, body: bytes):
-            if body:
-                raise ProtocolViolation(f"{name} carries no fields")
-            return cls()
-
-        def encode(self) -> bytes:
-            return frame(self.tag, b"")
-
-    _Empty.__name__ = _Empty.__qualname__ = name
-    return _Empty
-
-
-ParseComplete = _empty("ParseComplete", b"1")
-BindComplete = _empty("BindComplete", b"2")
-CloseComplete = _empty("CloseComplete", b"3")
-NoData = _empty("NoData", b"n")
-PortalSuspended = _empty("PortalSuspended", b"s")
-EmptyQueryResponse = _empty("EmptyQueryResponse", b"I")
-CopyDone = _empty("CopyDone", b"c")
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    """A message this codec does not know; kept byte-exact."""
-
-    tag: bytes
-    body: bytes
-
-    def encode(self) -> bytes:
-        return frame(self.tag, self.body)
+ParseComplete = empty_message("ParseComplete", b"1")
+BindComplete = empty_message("BindComplete", b"2")
+CloseComplete = empty_message("CloseComplete", b"3")
+NoData = empty_message("NoData", b"n")
+PortalSuspended = empty_message("PortalSuspended", b"s")
+EmptyQueryResponse = empty_message("EmptyQueryResponse", b"I")
+CopyDone = empty_message("CopyDone", b"c")
 
 
 MESSAGES = {

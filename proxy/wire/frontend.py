@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ._shared import CopyData, Unknown, empty_message
 from ._fields import INT16, INT32, UINT16, Reader, cstr, frame, maybe_bytes
 
 
@@ -197,43 +198,10 @@ class PasswordMessage:
         return value
 
 
-def _empty(name: str, tag_value: bytes):
-    @dataclass(frozen=True, slots=True)
-    class _Empty:
-        tag: ClassVar[bytes] = tag_value
-
-        @classmethod
-        def decode(cls, body: bytes):
-            if body:
-                from .framing import ProtocolViolation
-
-                raise ProtocolViolation(f"{name} carries no fields")
-            return cls()
-
-        def encode(self) -> bytes:
-            return frame(self.tag, b"")
-
-    _Empty.__name__ = _Empty.__qualname__ = name
-    return _Empty
-
-
-Sync = _empty("Sync", b"S")
-Flush = _empty("Flush", b"H")
-Terminate = _empty("Terminate", b"X")
-CopyDone = _empty("CopyDone", b"c")
-
-
-@dataclass(frozen=True, slots=True)
-class CopyData:
-    tag: ClassVar[bytes] = b"d"
-    data: bytes
-
-    @classmethod
-    def decode(cls, body: bytes) -> "CopyData":
-        return cls(bytes(body))
-
-    def encode(self) -> bytes:
-        return frame(self.tag, self.data)
+Sync = empty_message("Sync", b"S")
+Flush = empty_message("Flush", b"H")
+Terminate = empty_message("Terminate", b"X")
+CopyDone = empty_message("CopyDone", b"c")
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,17 +218,6 @@ class CopyFail:
 
     def encode(self) -> bytes:
         return frame(self.tag, cstr(self.message))
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    """A message this codec does not know; kept byte-exact."""
-
-    tag: bytes
-    body: bytes
-
-    def encode(self) -> bytes:
-        return frame(self.tag, self.body)
 
 
 MESSAGES = {
