@@ -56,6 +56,10 @@ class BackendProtocol(asyncio.Protocol):
         self.handshake = handshake
         self.transport: asyncio.Transport | None = None
         self.client: ClientConnection | None = None
+        # Set once relaying: the session's hot-path check and the client's write (bound once,
+        # as every attribute lookup on the per-chunk path shows in the benchmark).
+        self._relay = None
+        self._client_write = None
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self._ssl_answer: asyncio.Future | None = None
 
@@ -67,10 +71,24 @@ class BackendProtocol(asyncio.Protocol):
         self._ssl_answer = asyncio.get_running_loop().create_future()
         return self._ssl_answer
 
+    def relay_to(self, client: "ClientConnection") -> None:
+        self.client = client
+        self._relay = client.session.backend_bytes
+        self._client_write = client.transport.write
+
     def data_received(self, data: bytes) -> None:
-        client = self.client
-        if client is not None:
-            client.on_backend_data(data)
+        relay = self._relay
+        if relay is not None:
+            try:
+                if relay(data):
+                    self._client_write(data)
+                    return
+            except ProtocolViolation:
+                pass  # the general path reports it
+            self.client.on_backend_data(data)
+            return
+        if self.client is not None:
+            self.client.on_backend_data(data)
             return
         if self._ssl_answer is not None and not self._ssl_answer.done():
             self._ssl_answer.set_result(data[:1])
@@ -114,6 +132,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer = None
         self._auth_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._backend_write = None
 
     # -- asyncio.Protocol -------------------------------------------------------
 
@@ -142,7 +161,7 @@ class ClientConnection(asyncio.Protocol):
             return
         relay = session.client_bytes(data)  # hot path: whole messages, nothing to inspect
         if relay is not None:
-            self.backend.transport.write(relay)
+            self._backend_write(relay)
         else:
             self._apply(session.handle(ev.ClientDataReceived(data)))
 
@@ -228,9 +247,10 @@ class ClientConnection(asyncio.Protocol):
             backend.transport.close()
             return
         self.backend = backend
-        backend.client = self
         hs = backend.handshake
         self._apply(self.session.handle(ev.BackendConnected(hs.parameters, hs.key_data, hs.notices)))
+        self._backend_write = backend.transport.write
+        backend.relay_to(self)
         if self._auth_timer:
             self._auth_timer.cancel()
         if hs.leftover:

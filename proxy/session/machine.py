@@ -27,6 +27,7 @@ from . import events as ev
 from .states import TRANSITIONS, State
 
 _HEADER = Struct("!cI")
+_READY = State.READY
 # Client messages the relay must look at itself rather than forward blindly.
 _INSPECTED_TAGS = frozenset({b"X"})
 # ... and for a governed session: every statement and the function-call protocol.
@@ -306,7 +307,7 @@ class Session:
         only whole messages that need no inspection: then only the headers are
         read, counting the messages that the backend answers with ReadyForQuery.
         """
-        if self.state is not State.READY or self._client_buf.pending:
+        if self.state is not _READY or self._client_buf.pending:
             return None
         unpack = _HEADER.unpack_from
         limit = self.settings.max_message_size
@@ -327,7 +328,7 @@ class Session:
 
     def backend_bytes(self, data: bytes) -> bool:
         """Note backend bytes that the caller forwards as they are; False: use ``handle``."""
-        if self.state is not State.READY or not self._walker.idle or (self.governed is not None and self.governed.pending):
+        if self.state is not _READY or not self._walker.idle or (self.governed is not None and self.governed.pending):
             return False
         count, status = self._walker.ready_count(data)
         if count:
