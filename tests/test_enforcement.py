@@ -157,7 +157,8 @@ def test_hot_reload_applies_from_the_next_statement_and_rejects_bad_files(clinic
     proc, path = clinic
     original = path.read_text()
     try:
-        with connect(clinic, "alice") as conn:
+        # no auto-prepare: a statement prepared before alice's policy changed is refused (26000), see below
+        with connect(clinic, "alice", prepare_threshold=None) as conn:
             assert conn.execute("SELECT count(*) FROM claims").fetchone() == (2,)
             config = yaml.safe_load(original)
             config["users"]["alice"]["attributes"]["office_location"] = ["Ohio"]
@@ -211,3 +212,60 @@ def test_asyncpg_as_a_governed_user(clinic):
     assert [r["ssn"] for r in rows] == [None, None, None]
     no_secret(repr(rows))
     assert extra["a"] == [1, 2] and extra["s"] == ["public"]
+
+
+def test_hot_reload_under_load_never_mixes_policies(clinic):
+    """Clients keep querying while the config flips between two policies: every answer is one of the two."""
+    import threading
+
+    proc, path = clinic
+    original = path.read_text()
+    config = yaml.safe_load(original)
+    config["users"]["alice"]["attributes"]["office_location"] = ["Ohio"]
+    ohio = yaml.safe_dump(config, sort_keys=False)
+    # Missouri: claims 1 and 4; Ohio: claim 2 (the other filters are the same)
+    allowed = {((1,), (4,)), ((2,),)}
+    seen, errors = set(), []
+    stop = threading.Event()
+
+    def client():
+        try:
+            with connect(clinic, "alice", prepare_threshold=None) as conn:
+                while not stop.is_set():
+                    rows = tuple(conn.execute("SELECT claim_id FROM claims ORDER BY 1").fetchall())
+                    seen.add(rows)
+                    if rows not in allowed:
+                        errors.append(rows)
+        except Exception as exc:  # any error fails the test below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(6):
+            path.write_text(ohio if i % 2 == 0 else original)
+            time.sleep(1.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        path.write_text(original)
+    assert not errors, errors[:3]
+    assert seen == allowed, "both policies should have been observed while reloading"
+
+
+def test_reload_that_does_not_touch_a_user_keeps_her_prepared_statements(clinic):
+    proc, path = clinic
+    original = path.read_text()
+    try:
+        with connect(clinic, "alice", prepare_threshold=0) as conn:
+            q = "SELECT count(*) FROM claims WHERE claim_id > %s"
+            assert conn.execute(q, (0,)).fetchone() == (2,)
+            config = yaml.safe_load(original)
+            config["users"]["erin"]["attributes"] = {"office_location": ["Texas"]}  # someone else changes
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            time.sleep(2.5)
+            assert conn.execute(q, (0,)).fetchone() == (2,)  # still valid: alice's rewrite is unchanged
+    finally:
+        path.write_text(original)

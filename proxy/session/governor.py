@@ -80,8 +80,16 @@ class Governor:
             raise ContextError("42704", f'unrecognized pgveil setting "{name}"')
 
     def context_key(self) -> tuple:
-        """What a rewrite depends on besides the text: policy, catalog, purpose and project."""
-        return (self.holder.generation, self.purpose, self.project)
+        """What this session's rewrites depend on besides the text.
+
+        The subject (user, groups, attributes, purposes), the policy version and its
+        validity epoch, and the catalog version: a reload that changes none of them for
+        this session leaves its prepared statements valid.
+        """
+        state = self.holder.current
+        ctx = self._context(state)
+        return (ctx.subject.fingerprint, state.policies.version, state.policies.epoch(time.time()),
+                state.catalog.version if state.catalog else None)
 
     def subject(self, state: PolicyState) -> Subject:
         user = state.config.users.get(self.user)
