@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tempfile
-from pathlib import Path
 
 import asyncpg
 import pytest
 
-from .pgfixture import TEST_DB, ProxyThread, client_dsn, proxy_settings, start_postgres
+from .pgfixture import TEST_DB, scratch_dir, ProxyThread, client_dsn, proxy_settings, start_postgres
 
 FIXTURE_SQL = """
 DROP TABLE IF EXISTS items, events CASCADE;
@@ -42,9 +40,7 @@ CREATE TABLE events (id bigserial PRIMARY KEY, kind text NOT NULL, at timestampt
 
 @pytest.fixture(scope="session")
 def pg():
-    # Not under pytest's tmp dir: pytest resets it to mode 0700 whenever any pytest
-    # run starts, which would lock out the server's own (non-root) system user.
-    base = Path(tempfile.mkdtemp(prefix="pgveil-test-"))
+    base = scratch_dir()
     server = start_postgres(base / "embedded")
 
     async def setup():

@@ -8,6 +8,8 @@ is reached over real sockets.
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from pathlib import Path
 import os
 import threading
 from dataclasses import dataclass, field
@@ -20,6 +22,16 @@ from proxy.dsn import BackendTarget
 from proxy.server import Proxy, ServerSettings
 
 TEST_DB = "pgveil_test"
+
+
+def scratch_dir() -> Path:
+    """A fresh dir directly under the system temp dir, not pytest's tmp_path.
+
+    Under root the server runs as another user that needs o+x on every ancestor,
+    and pytest strips group/other bits from /tmp/pytest-of-<user> whenever any
+    pytest session starts, which would break a server started under it.
+    """
+    return Path(tempfile.mkdtemp(prefix="pgveil-test-"))
 
 
 @dataclass

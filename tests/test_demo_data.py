@@ -8,30 +8,19 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import tempfile
 import time
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import asyncpg
 import pytest
 
+from tests.pgfixture import scratch_dir
 from proxy.demo_data import REFERENCE_DATE, TABLES, generate, load_demo_dataset
 from proxy.embedded import ensure_embedded, grant_read, stop_embedded
 
 OFFICE_LOCATIONS = {"Missouri", "Ohio", "Florida"}  # from pgveil.example.yaml
-
-
-def _scratch_dir() -> Path:
-    """A fresh dir directly under the system temp dir, not pytest's tmp_path.
-
-    Under root the server runs as another user that needs o+x on every ancestor,
-    and pytest strips group/other bits from /tmp/pytest-of-<user> whenever any
-    pytest session starts, which would break a server started under it.
-    """
-    return Path(tempfile.mkdtemp(prefix="pgveil-test-"))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +30,7 @@ def dataset():
 
 @pytest.fixture(scope="module")
 def clinic():
-    data_dir = _scratch_dir() / "pg"
+    data_dir = scratch_dir() / "pg"
     info = ensure_embedded(data_dir, databases=["clinic"], fast_unsafe=True)
     try:
         yield info

@@ -12,7 +12,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import asyncpg
 import pytest
 
 from proxy import embedded
+from tests.pgfixture import scratch_dir
 from proxy.embedded import (
     EmbeddedError,
     EmbeddedInfo,
@@ -35,19 +35,9 @@ from proxy.embedded import (
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _scratch_dir() -> Path:
-    """A fresh dir directly under the system temp dir, not pytest's tmp_path.
-
-    Under root the server runs as another user that needs o+x on every ancestor,
-    and pytest strips group/other bits from /tmp/pytest-of-<user> whenever any
-    pytest session starts, which would break a server started under it.
-    """
-    return Path(tempfile.mkdtemp(prefix="pgveil-test-"))
-
-
 @pytest.fixture(scope="module")
 def server():
-    data_dir = _scratch_dir() / "pg"
+    data_dir = scratch_dir() / "pg"
     info = ensure_embedded(data_dir, databases=["app"], fast_unsafe=True)
     try:
         yield info
@@ -222,7 +212,7 @@ def test_stale_postmaster_pid_is_ignored(server):
 
 
 def test_concurrent_first_init_from_two_processes():
-    data_dir = _scratch_dir() / "pg"
+    data_dir = scratch_dir() / "pg"
     script = textwrap.dedent(
         f"""
         from pathlib import Path

@@ -118,3 +118,13 @@ def offset0(query: ast.SelectStmt) -> ast.SelectStmt:
     query.limitOffset = const(0)
     query.limitOption = LimitOption.LIMIT_OPTION_COUNT
     return query
+
+
+def replace_child(parent: Any, attr: str, index: int | None, new: ast.Node) -> None:
+    """Put ``new`` where ``parent.attr`` (or its ``index``-th item) was; pglast nodes keep tuples."""
+    if index is None:
+        setattr(parent, attr, new)
+    else:
+        items = list(getattr(parent, attr))
+        items[index] = new
+        setattr(parent, attr, tuple(items))

@@ -254,17 +254,8 @@ def hide_listings(stmt: ast.Node, analysis: Analysis, catalog: Catalog, gov: Gov
                 else [b.target(ast.ColumnRef(fields=(ast.A_Star(),)))]
             copy.query, copy.relation, copy.attlist = b.select(cols, [sub]), None, None
         else:
-            _replace(ref.parent, ref.attr, ref.index, sub)
+            b.replace_child(ref.parent, ref.attr, ref.index, sub)
     return None
-
-
-def _replace(parent: Any, attr: str, index: int | None, new: ast.Node) -> None:
-    if index is None:
-        setattr(parent, attr, new)
-    else:
-        items = list(getattr(parent, attr))
-        items[index] = new
-        setattr(parent, attr, tuple(items))
 
 
 def clear() -> None:

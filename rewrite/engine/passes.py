@@ -15,8 +15,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from pglast import ast
 
@@ -46,15 +45,6 @@ class _Work:
     ref: RelationRef
     decision: TableDecision
     view: ViewText | None = None
-
-
-def _replace(parent: Any, attr: str, index: int | None, new: ast.Node) -> None:
-    if index is None:
-        setattr(parent, attr, new)
-    else:
-        items = list(getattr(parent, attr))
-        items[index] = new
-        setattr(parent, attr, tuple(items))
 
 
 def _alias_for(rv: ast.RangeVar) -> ast.Alias:
@@ -132,7 +122,7 @@ def rewrite(stmt: ast.RawStmt, analysis: Analysis, catalog: Catalog, gov: Govern
             cols = [b.target(b.col(n.sval)) for n in copy.attlist] if copy.attlist else [b.target(ast.ColumnRef(fields=(ast.A_Star(),)))]
             copy.query, copy.relation, copy.attlist = b.select(cols, [sub]), None, None
         else:
-            _replace(ref.parent, ref.attr, ref.index, sub)
+            b.replace_child(ref.parent, ref.attr, ref.index, sub)
         tables.append(f"{ref.relation.schema}.{ref.relation.name}")
         policies.update(view.policies)
     if not analysis.refs:
