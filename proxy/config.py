@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -88,6 +89,28 @@ class Keys(Strict):
         "Default: master.key in the user's pgveil data dir.")
 
 
+class DPState(Strict):
+    """Where the DP answer cache and budget ledger live (shared by every pgveil process pointed at it)."""
+
+    store: Literal["embedded", "postgres"] = Field(
+        "embedded", description="embedded: an SQLite file for a single pgveil process; postgres: a schema in a "
+        "PostgreSQL database that several pgveil processes share.")
+    path: Path | None = Field(None, description="embedded: the SQLite file (default: dp.sqlite in the user's pgveil data dir).")
+    dsn: str | None = Field(None, description='postgres: "backend" (the backend database, as the service role) or a '
+                            "postgresql:// URL.")
+    password_env: str | None = Field(None, description="postgres with a URL: env var holding its password.")
+    schema_name: str = Field("pgveil_dp", alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                             description="postgres: the schema for pgveil's tables (created if missing).")
+
+    @model_validator(mode="after")
+    def _store_fields(self) -> "DPState":
+        if self.store == "postgres" and not self.dsn:
+            raise ValueError('dp.store postgres needs dsn ("backend" or a postgresql:// URL)')
+        if self.store == "embedded" and self.dsn:
+            raise ValueError("dp.dsn is only used with store: postgres")
+        return self
+
+
 class Config(PolicyConfig):
     """A whole pgveil config file."""
 
@@ -96,6 +119,7 @@ class Config(PolicyConfig):
     audit: Audit | None = Field(None, description="Audit log; none is written without it.")
     keys: Keys = Field(default_factory=Keys, description="Where the master key for keyed masks comes from.")
     catalog_refresh: float = Field(60.0, gt=0, description="Seconds between re-reads of the backend catalog.")
+    dp: DPState = Field(default_factory=DPState, description="State of differentially private answers: cache and budgets.")
 
 
 def parse_config(text: str, name: str = "<config>", base_dir: Path | None = None) -> Config:

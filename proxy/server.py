@@ -218,6 +218,8 @@ class ClientConnection(asyncio.Protocol):
                 self.proxy.cancel_backend(self.session)
             elif kind is cmd.ForwardCancel:
                 self.proxy.forward_cancel(c.pid, c.key)
+            elif kind is cmd.AnswerDP:
+                self._spawn(self._answer_dp(c.plan))
             else:
                 raise TypeError(f"unknown command {c!r}")
 
@@ -225,6 +227,11 @@ class ClientConnection(asyncio.Protocol):
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _answer_dp(self, plan) -> None:
+        verdict = await self.proxy.answer_dp(plan)
+        if not self.closed:
+            self._apply(self.session.handle(ev.DPAnswered(verdict)))
 
     async def _start_tls(self) -> None:
         loop = asyncio.get_running_loop()
@@ -301,6 +308,7 @@ class Proxy:
         self.by_cancel_key: dict[tuple[int, bytes], ClientConnection] = {}
         self.closing = False
         self._server: asyncio.AbstractServer | None = None
+        self._dp = None  # proxy.dp.DPService, opened on the first DP statement
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -358,6 +366,23 @@ class Proxy:
 
         return await asyncio.wait_for(connect(), s.connect_timeout)
 
+    async def answer_dp(self, plan):
+        """A governor Forward (literal-only SQL) or Refuse for a differentially private query."""
+        from .dp import DPService
+        from .session.governor import Refuse
+
+        try:
+            if self._dp is None:
+                s, t = self.settings, self.settings.target
+                connect = dict(host=t.host, port=t.port, user=t.user, password=s.backend_password, database=t.database,
+                               ssl=s.backend_tls or False, timeout=s.connect_timeout,
+                               server_settings={"search_path": "public", "application_name": "pgveil-dp"})
+                self._dp = DPService(s.holder, connect)
+            return await self._dp.answer(plan)
+        except Exception as exc:  # fail closed: the statement is refused, the session goes on
+            log.exception("differentially private answer failed")
+            return Refuse("XX000", f"pgveil could not answer the differentially private query ({type(exc).__name__})")
+
     def cancel_backend(self, session: Session) -> None:
         conn = self.by_cancel_key.get((session.cancel_pid, session.cancel_key))
         if conn is None or conn.backend is None:
@@ -398,3 +423,5 @@ class Proxy:
             conn.shutdown_now()
         if self._server is not None:
             await self._server.wait_closed()
+        if self._dp is not None:
+            await self._dp.close()

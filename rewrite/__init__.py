@@ -8,7 +8,7 @@ handed, the database. Nothing here imports ``proxy``; everything here is testabl
 in microseconds without I/O.
 """
 
-_FACADE = ("Allow", "Deny", "ProxyHandled", "RewriteContext", "Rewritten", "Verdict", "clear_cache", "rewrite_sql", "rewrite_statements")
+_FACADE = ("Allow", "Deny", "DPRequest", "ProxyHandled", "RewriteContext", "Rewritten", "Verdict", "clear_cache", "rewrite_sql", "rewrite_statements")
 
 
 def __getattr__(name: str):

@@ -32,6 +32,10 @@ from rewrite.engine.masks import Unsupported
 from rewrite.engine.passes import RewritePlan, rewrite
 from rewrite.engine.templates import TemplateError
 from rewrite import shapes
+from rewrite.dp import DPRefused, plan_query
+from rewrite.dp.position import check_dp_position, dp_reference
+from rewrite.dp.query import read_query
+from pglast import ast
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,14 @@ class ProxyHandled:
     setting: Any
 
 
-Verdict = Union[Allow, Deny, Rewritten, ProxyHandled]
+@dataclass(frozen=True)
+class DPRequest:
+    """A query on a differentially private table: the proxy runs ``plan.exact_sql``, noises and renders it."""
+
+    plan: Any  # a rewrite.dp.DPPlan
+
+
+Verdict = Union[Allow, Deny, Rewritten, ProxyHandled, DPRequest]
 Gate = Callable[[Any, "RewriteContext"], Any]
 
 
@@ -155,6 +166,9 @@ def _one(raw: Any, text: str, ctx: RewriteContext, gate: Gate | None) -> Verdict
         state, message = analysis.errors[0]
         return Deny(state, message)
     gov = Governance(ctx.catalog, lambda rel: decide(ctx.policies, ctx.subject, ctx.table_info(rel), now=ctx.now))
+    dp_ref = dp_reference(analysis, gov)
+    if dp_ref is not None:
+        return _dp_verdict(raw, analysis, dp_ref, ctx, gov)
     qualified = qualify_builtins(analysis.unqualified_calls, _builtins(), _extra_function_names(ctx))
     plan, refusal, splices = rewrite(raw, analysis, ctx.catalog, gov, ctx.subject)
     if refusal is None:  # catalog listings without what this subject is refused (engine/listings.py)
@@ -166,6 +180,28 @@ def _one(raw: Any, text: str, ctx: RewriteContext, gate: Gate | None) -> Verdict
     sql = print_spliced(raw.stmt, splices)
     reparse_check(sql)
     return Rewritten(sql, plan or RewritePlan())
+
+
+def _dp_verdict(raw: Any, analysis: Any, ref: Any, ctx: RewriteContext, gov: Governance) -> Verdict:
+    """Plan the DP answer; the exact query goes through the engine with the DP rule lifted (masks, filters stay)."""
+    rel = ref.relation
+    d = gov.decision(rel)
+    try:
+        check_dp_position(analysis, ref, raw)
+        q = read_query(raw.stmt, rel, ctx.catalog)
+        meta = ctx.policies.table_meta.get((rel.schema, rel.name))
+        plan = plan_query(q, d.dp, ctx.subject.user, getattr(meta, "key", None))
+    except DPRefused as exc:
+        return Deny(exc.sqlstate, f"{exc} (policy {d.dp.policy})", d.dp.policy)
+    inner = ast.RawStmt(stmt=plan.exact_tree)
+    exact_analysis = analyze(inner, ctx.catalog, ctx.search_path)
+    lifted = Governance(ctx.catalog, lambda r: dataclasses.replace(gov.decision(r), dp=None))
+    _plan, refusal, splices = rewrite(inner, exact_analysis, ctx.catalog, lifted, ctx.subject)
+    if refusal is not None:
+        return Deny(refusal.sqlstate, refusal.message, refusal.policy)
+    sql = print_spliced(inner.stmt, splices)
+    reparse_check(sql)
+    return DPRequest(plan.finish(sql))
 
 
 def _uncached(sql: str, ctx: RewriteContext) -> list[Verdict]:
@@ -212,6 +248,8 @@ def rewrite_sql(sql: str, ctx: RewriteContext, use_cache: bool = True) -> Verdic
     for v in verdicts:
         if isinstance(v, Deny):
             return v
+    if len(verdicts) > 1 and any(isinstance(v, DPRequest) for v in verdicts):
+        return Deny("0A000", "send a query on a differentially private table as a statement of its own")
     if len(verdicts) == 1:
         return verdicts[0]
     if all(isinstance(v, Allow) for v in verdicts):

@@ -45,3 +45,10 @@ class Close:
     """Close the client connection (and the backend, if any)."""
 
     reason: str
+
+
+@dataclass(slots=True)
+class AnswerDP:
+    """Compute this differentially private answer (proxy.dp) and report it with DPAnswered."""
+
+    plan: object

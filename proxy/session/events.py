@@ -46,3 +46,10 @@ class BackendClosed:
 @dataclass(slots=True)
 class AuthTimedOut:
     pass
+
+
+@dataclass(slots=True)
+class DPAnswered:
+    """The answer for the statement the session suspended on: a governor Forward or Refuse."""
+
+    verdict: object

@@ -16,7 +16,7 @@ from ..wire import backend as be
 from ..wire import frontend as fe
 from ..wire._fields import frame
 from ..wire.holding import Held, HoldingWalker
-from .governor import Forward, Governor, Refuse
+from .governor import AskDP, Forward, Governor, Refuse
 from .prepared import PreparedTracker
 
 HOLD_ERRORS = frozenset({b"E"})
@@ -30,6 +30,14 @@ def _bind_statement(body: bytes) -> str:
     if portal_end < 0 or end < 0:
         return fe.Bind.decode(body).statement  # malformed: let the full decoder raise
     return body[portal_end + 1:end].decode("utf-8", "replace")
+
+
+class NeedsDP(Exception):
+    """Raised by client_message: this statement waits for a DP answer (``plan``); feed it with answer_dp."""
+
+    def __init__(self, plan) -> None:
+        super().__init__("a differentially private answer is needed")
+        self.plan = plan
 
 
 def _stale(name: str) -> Refuse:
@@ -47,6 +55,19 @@ class GovernedRelay:
         self.last_forward: Forward | None = None
         self.audit = None  # a StatementAudit when the audit is on
         self.prepared = PreparedTracker()
+        self._dp_answer: Forward | Refuse | None = None  # the answer for the statement that raised NeedsDP
+
+    def answer_dp(self, verdict: Forward | Refuse) -> None:
+        self._dp_answer = verdict
+
+    def _judge(self, sql: str, transaction_status: str, single: bool = False) -> Forward | Refuse:
+        verdict = self._stale_sql(sql) or self.governor.judge(sql, transaction_status=transaction_status, single=single)
+        if isinstance(verdict, AskDP):
+            answer, self._dp_answer = self._dp_answer, None
+            if answer is None:
+                raise NeedsDP(verdict.plan)
+            return answer
+        return verdict
 
     @property
     def pending(self) -> bool:
@@ -58,7 +79,7 @@ class GovernedRelay:
         """The bytes to send the backend for one client message."""
         if tag == b"Q":
             sql = fe.Query.decode(body).sql
-            verdict = self._stale_sql(sql) or self.governor.judge(sql, transaction_status=transaction_status)
+            verdict = self._judge(sql, transaction_status)
             if isinstance(verdict, Forward):
                 self.prepared.after_sql(sql, self.governor.context_key())
             out = fe.Query(verdict.sql).encode() if isinstance(verdict, Forward) else self._stand_in_query(verdict)
@@ -67,8 +88,7 @@ class GovernedRelay:
             return out
         if tag == b"P":
             msg = fe.Parse.decode(body)
-            verdict = (self._stale_sql(msg.query)
-                       or self.governor.judge(msg.query, transaction_status=transaction_status, single=True))
+            verdict = self._judge(msg.query, transaction_status, single=True)
             self._note(msg.query, verdict)
             if isinstance(verdict, Forward):
                 key = self.governor.context_key()

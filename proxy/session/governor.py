@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from rewrite import Allow, Deny, ProxyHandled, RewriteContext, Rewritten, rewrite_statements
+from rewrite import Allow, Deny, DPRequest, ProxyHandled, RewriteContext, Rewritten, rewrite_statements
 from rewrite.decide import Subject
 from rewrite.policy.references import purpose_names
 
@@ -31,6 +31,13 @@ class Forward:
 class Refuse:
     sqlstate: str
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class AskDP:
+    """A differentially private answer is needed first (proxy.dp); the relay suspends until it comes."""
+
+    plan: object  # rewrite.dp.DPPlan
 
 
 class ContextError(Exception):
@@ -113,7 +120,7 @@ class Governor:
 
     # -- statements --------------------------------------------------------------------
 
-    def judge(self, sql: str, *, transaction_status: str, single: bool = False) -> Forward | Refuse:
+    def judge(self, sql: str, *, transaction_status: str, single: bool = False) -> Forward | Refuse | AskDP:
         """What to do with ``sql`` (a simple Query's text, or one Parse's when ``single``)."""
         state = self.holder.current
         if state.catalog is None:
@@ -129,7 +136,7 @@ class Governor:
             self._verdicts[key] = verdict
         return verdict
 
-    def _judge(self, state: PolicyState, sql: str, transaction_status: str, single: bool) -> tuple[Forward | Refuse, bool]:
+    def _judge(self, state: PolicyState, sql: str, transaction_status: str, single: bool) -> tuple[Forward | Refuse | AskDP, bool]:
         """The verdict, and whether it may be reused for the same text (settings change state: never)."""
         verdicts = rewrite_statements(sql, self._context(state))
         if single and len(verdicts) > 1:
@@ -137,6 +144,10 @@ class Governor:
         for v in verdicts:
             if isinstance(v, Deny):
                 return Refuse(v.sqlstate, v.message), True
+        if any(isinstance(v, DPRequest) for v in verdicts):
+            if len(verdicts) > 1:
+                return Refuse("0A000", "send a query on a differentially private table as a statement of its own"), True
+            return AskDP(verdicts[0].plan), True
         settings = [v for v in verdicts if isinstance(v, ProxyHandled)]
         if settings:
             if len(verdicts) > 1:

@@ -21,7 +21,7 @@ from . import commands as cmd
 from . import startup_params
 from ..audit import AuditRecord
 from .auditing import SessionInfo, StatementAudit
-from .governed import GovernedRelay
+from .governed import GovernedRelay, NeedsDP
 from .governor import ContextError, Governor
 from . import events as ev
 from .states import TRANSITIONS, State
@@ -92,6 +92,8 @@ class Session:
         self.audit: StatementAudit | None = None
         self._syncs_sent = 0  # Query/Sync/FunctionCall messages sent (audit groups of ungoverned sessions)
         self._scram: ScramExchange | None = None
+        # Client messages waiting for a DP answer (the first one asked for it); None: not suspended.
+        self._held: list | None = None
 
     # -- dispatch -------------------------------------------------------------
 
@@ -128,7 +130,7 @@ class Session:
         buf = self._client_buf
         buf.feed(data)
         if self.state is State.READY:
-            return self._relay_client()
+            return self._relay_client() if self._held is None else []
         out: list = []
         while self.state not in (State.READY, State.CLOSED, State.CONNECTING, State.TLS_HANDSHAKE):
             step = self._startup_step() if self.state is State.STARTUP else self._auth_step()
@@ -278,15 +280,32 @@ class Session:
     def _relay_governed(self, messages) -> list:
         pieces = []
         out: list = []
-        for tag, body in messages:
+        for i, (tag, body) in enumerate(messages):
             if tag == b"X":
                 pieces.append(frame(tag, body))
                 out = self._leave("client terminated")
                 break
+            try:
+                piece = self.governed.client_message(tag, body, self.transaction_status)
+            except NeedsDP as need:
+                # Suspend: later messages wait (in order) until the answer is in (DPAnswered).
+                self._held = list(messages[i:])
+                out = [cmd.AnswerDP(need.plan)]
+                break
             if tag in _SYNC_TAGS:
                 self.in_flight += 1
-            pieces.append(self.governed.client_message(tag, body, self.transaction_status))
-        return [cmd.SendToBackend(b"".join(pieces)), *out]
+            pieces.append(piece)
+        return [cmd.SendToBackend(b"".join(pieces)), *out] if pieces else out
+
+    def _dp_answered(self, event: ev.DPAnswered) -> list:
+        if self.state is not State.READY or self._held is None:
+            return []
+        held, self._held = self._held, None
+        self.governed.answer_dp(event.verdict)
+        out = self._relay_governed(held)
+        if self._held is None and self.state is State.READY and len(self._client_buf):
+            out += self._relay_client()
+        return out
 
     def _leave(self, reason: str) -> list:
         """The client is gone: stop any statement it left running, then close."""
@@ -307,7 +326,7 @@ class Session:
         only whole messages that need no inspection: then only the headers are
         read, counting the messages that the backend answers with ReadyForQuery.
         """
-        if self.state is not _READY or self._client_buf.pending:
+        if self.state is not _READY or self._client_buf.pending or self._held is not None:
             return None
         unpack = _HEADER.unpack_from
         limit = self.settings.max_message_size
@@ -401,4 +420,5 @@ _HANDLERS = {
     ev.ClientClosed: Session._client_closed,
     ev.BackendClosed: Session._backend_closed,
     ev.AuthTimedOut: Session._auth_timed_out,
+    ev.DPAnswered: Session._dp_answered,
 }

@@ -118,9 +118,18 @@ def compile_policy(policy: Any, order: int) -> CompiledPolicy | None:
     settings = DPSettings(
         dp.epsilon, parse_duration(dp.latency_tolerance),
         budget.epsilon if budget else None, parse_duration(budget.per) if budget else None,
-        tuple((c, lo, hi) for c, (lo, hi) in dp.bounds.items()), policy.name,
+        tuple((c, lo, hi) for c, (lo, hi) in dp.bounds.items()), policy.name, dp.delta,
+        tuple((c, tuple(_key_text(v) for v in values)) for c, values in dp.public_keys.items()),
+        dp.max_rows_per_person,
     )
     return CompiledDP(**common, applies=compile_who(dp.for_), settings=settings)
+
+
+def _key_text(value: Any) -> str:
+    """A public key value as PostgreSQL prints it in text (what the DP query's group keys are compared with)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def compile_policies(policies: Iterable[Any]) -> list[CompiledPolicy]:

@@ -78,6 +78,21 @@ class DPSettings:
     budget_period: float | None
     bounds: tuple[tuple[str, float, float], ...]
     policy: str
+    delta: float = 1e-6
+    public_keys: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (column, values as text)
+    max_rows_per_person: int = 1
+
+    def bounds_of(self, column: str) -> tuple[float, float] | None:
+        for c, lo, hi in self.bounds:
+            if c == column:
+                return lo, hi
+        return None
+
+    def public_values(self, column: str) -> tuple[str, ...] | None:
+        for c, values in self.public_keys:
+            if c == column:
+                return values
+        return None
 
 
 @dataclass(frozen=True, slots=True)

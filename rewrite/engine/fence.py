@@ -39,9 +39,10 @@ _CAST_TYPES = {"int2": "int2", "int4": "int4", "int8": "int8", "integer": "int4"
 
 
 class _Scope:
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, allow_like: bool = False) -> None:
         self.catalog = catalog
         self.rels: dict[str, tuple[Relation, frozenset[str]]] = {}  # alias -> (relation, masked columns)
+        self.allow_like = allow_like  # see _like_proved
 
     def column_type(self, ref: ast.ColumnRef) -> str | None:
         names = [f.sval for f in ref.fields if isinstance(f, ast.String)]
@@ -108,11 +109,42 @@ def _proved(e: Any, scope: _Scope) -> bool:
     op = e.name[0].sval
     if e.kind == A_Expr_Kind.AEXPR_OP and op in _COMPARISONS:
         return _compare(op, e.lexpr, e.rexpr, scope)
-    if e.kind == A_Expr_Kind.AEXPR_IN and op == "=" and isinstance(e.rexpr, tuple):
-        return all(_compare("=", e.lexpr, x, scope) for x in e.rexpr)
+    if e.kind == A_Expr_Kind.AEXPR_IN and op in ("=", "<>") and isinstance(e.rexpr, tuple):
+        return all(_compare(op, e.lexpr, x, scope) for x in e.rexpr)
+    if e.kind in (A_Expr_Kind.AEXPR_LIKE, A_Expr_Kind.AEXPR_ILIKE) and scope.allow_like:
+        return _like_proved(e, scope)
     if e.kind == A_Expr_Kind.AEXPR_BETWEEN and isinstance(e.rexpr, tuple) and len(e.rexpr) == 2:
         return _compare(">=", e.lexpr, e.rexpr[0], scope) and _compare("<=", e.lexpr, e.rexpr[1], scope)
     return False
+
+
+_LIKE_OPS = frozenset({"~~", "!~~", "~~*", "!~~*"})
+
+
+def _like_proved(e: Any, scope: _Scope) -> bool:
+    """``text_column [NOT] [I]LIKE 'constant'``: its only possible error depends on the pattern alone.
+
+    textlike is not marked leakproof because a pattern ending in the escape
+    character raises; with a literal pattern that does not, and no ESCAPE
+    clause (which would make the pattern a function call), no row can make it fail.
+    """
+    if e.name[0].sval not in _LIKE_OPS or not isinstance(e.lexpr, ast.ColumnRef):
+        return False
+    if scope.column_type(e.lexpr) not in ("text", "bpchar", "name"):
+        return False
+    pattern = e.rexpr
+    if not (isinstance(pattern, ast.A_Const) and isinstance(pattern.val, ast.String)):
+        return False
+    text = pattern.val.sval
+    trailing = len(text) - len(text.rstrip("\\"))
+    return trailing % 2 == 0
+
+
+def predicate_proved(expr: Any, catalog: Catalog, rel: Relation, alias: str, allow_like: bool = False) -> bool:
+    """True when ``expr`` over one relation (seen as ``alias``) is proved unable to raise on any row."""
+    scope = _Scope(catalog, allow_like)
+    scope.rels[alias] = (rel, frozenset())
+    return _proved(expr, scope)
 
 
 def _from_items(items: Any, scope: _Scope, views: dict[int, tuple[Relation, frozenset[str]]], quals: list) -> bool:

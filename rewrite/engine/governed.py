@@ -37,10 +37,13 @@ def _table_refusal(rel: Relation, d: TableDecision) -> Refusal | None:
                            f"{' or '.join(need.purposes)} is required (policy {need.policy})", need.policy)
         why = f"denied by policy {d.policy}" if d.policy else "no policy grants access"
         return Refusal("42501", f"permission denied for table {name}: {why}", d.policy)
-    if d.dp is not None:
-        return Refusal("0A000", f"table {name} is under differential privacy (policy {d.dp.policy}); "
-                       "pgveil does not run differentially private queries yet, so it is not readable", d.dp.policy)
     return None
+
+
+def dp_refusal(rel: Relation, d: TableDecision) -> Refusal:
+    """A DP table read anywhere but as the one table of an aggregate query (rewrite.dp takes those)."""
+    return Refusal("0A000", f"table {rel.schema}.{rel.name} is under differential privacy (policy {d.dp.policy}): "
+                   "only aggregate queries over it alone are answered", d.dp.policy)
 
 
 class Governance:

@@ -162,13 +162,19 @@ _hidden_cache: dict[tuple, tuple[int, ...]] = {}
 _text_cache: dict[tuple, str] = {}
 
 
+def _dp_only(gov: Governance, rel) -> bool:
+    # Readable only through DP aggregates: not listed, as BI tools' row-level sampling would be refused anyway.
+    d = gov.decision(rel)
+    return d.allowed and d.dp is not None
+
+
 def hidden_oids(catalog: Catalog, gov: Governance, key: tuple) -> tuple[int, ...]:
     """Oids of the catalog's non-system relations pgveil refuses this subject (cached per ``key``)."""
     full = (catalog.version, *key)
     hit = _hidden_cache.get(full)
     if hit is None:
         hit = tuple(sorted(rel.oid for rel in catalog.relations.values()
-                           if not rel.is_system and gov.check(rel, True)[1] is not None))
+                           if not rel.is_system and (gov.check(rel, True)[1] is not None or _dp_only(gov, rel))))
         if len(_hidden_cache) >= _MAX_ENTRIES:
             _hidden_cache.clear()
             _text_cache.clear()

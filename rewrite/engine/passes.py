@@ -26,7 +26,7 @@ from rewrite.decide import Subject, TableDecision
 from . import build as b
 from .columns import check_columns
 from .fence import fence_can_lift
-from .governed import Governance, Refusal, is_plain
+from .governed import Governance, Refusal, dp_refusal, is_plain
 from .viewcache import ViewText, view_text
 
 
@@ -62,6 +62,8 @@ def govern(analysis: Analysis, gov: Governance) -> tuple[list[_Work], Refusal | 
             return [], refusal
         if d is None or is_plain(d):
             continue
+        if d.dp is not None:  # rewrite.dp plans these; anywhere else they are refused
+            return [], dp_refusal(rel, d)
         name = f"{rel.schema}.{rel.name}"
         if ref.role == "target":
             return [], Refusal("42501", f"writes to governed table {name} are not allowed", d.policy)

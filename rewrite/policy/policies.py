@@ -150,6 +150,13 @@ class DifferentialPrivacy(Target):
     latency_tolerance: str = Field("0s", description="How long a noisy answer is reused; 0s = no caching.")
     budget: Budget | None = Field(None, description="Per-subject budget; unlimited when left out.")
     bounds: dict[str, tuple[float, float]] = Field(default_factory=dict, description="Column value bounds [low, high] used to calibrate noise.")
+    delta: float = Field(1e-6, gt=0, lt=0.01, description="Probability bound of the group-key release (threshold); "
+                         "only GROUP BY answers whose keys are not public spend it.")
+    public_keys: dict[str, list[str | int | float | bool]] = Field(
+        default_factory=dict, description="GROUP BY columns whose values are public, with those values: answers list "
+        "exactly these groups (noisy zeros included) and need no threshold.")
+    max_rows_per_person: int = Field(1, ge=1, le=1000, description="Rows one person (the table's `key` in `tables:`) "
+                                     "may contribute to an answer; more are left out. Without a key every row is a person.")
     for_: Who = Field(alias="for", description="Who the DP rule applies to.")
 
     @field_validator("latency_tolerance")

@@ -1,0 +1,104 @@
+"""DPService: one per proxy; answers DP plans with the store and a pool of service-role connections.
+
+The exact aggregate runs on this pool, not on the client's backend session, so
+its rows never travel the client path. Pool connections carry the same
+temporary key table as governed sessions (hash masks and sampling inside the
+policy view need it) and are rebuilt when the policy state changes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Any
+
+import asyncpg
+
+from rewrite.dp.release import release
+from rewrite.dp.render import answer_sql
+from rewrite.engine.keys import KEY_INSERT, KEY_TABLE_DDL, key_rows
+
+from ..policy_state import PolicyHolder
+from ..session.governor import Forward, Refuse
+from .store import BudgetExceeded, Charge, open_store
+
+log = logging.getLogger("pgveil.dp")
+
+_UNLIMITED_PERIOD = 86400.0  # spending without a budget is still recorded, per day, for `pgveil budget`
+_QUERY_TIMEOUT = 300.0
+
+
+def _period_text(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds:g} s"
+
+
+class DPService:
+    def __init__(self, holder: PolicyHolder, connect_kwargs: dict[str, Any]) -> None:
+        self.holder = holder
+        self._connect_kwargs = connect_kwargs  # asyncpg.connect arguments for the service role
+        self._pool: asyncpg.Pool | None = None
+        self._pool_generation: int | None = None
+        self._pool_lock = asyncio.Lock()
+        self.store = open_store(holder.current.config.dp, self._store_pool)
+
+    async def _store_pool(self) -> asyncpg.Pool:
+        return await asyncpg.create_pool(min_size=1, max_size=2, **self._connect_kwargs)
+
+    async def _exact_pool(self) -> asyncpg.Pool:
+        async with self._pool_lock:
+            if self._pool is None or self._pool_generation != self.holder.generation:
+                old, state = self._pool, self.holder.current
+                oids = sorted(r.oid for r in state.catalog.relations.values() if not r.is_system) if state.catalog else []
+                rows = key_rows(state.keys, oids)
+
+                async def setup(conn: asyncpg.Connection) -> None:
+                    await conn.execute(KEY_TABLE_DDL)
+                    await conn.execute("TRUNCATE pg_temp.pgveil_keys")
+                    if rows:
+                        await conn.executemany(KEY_INSERT, rows)
+
+                self._pool = await asyncpg.create_pool(min_size=1, max_size=4, init=setup, **self._connect_kwargs)
+                self._pool_generation = self.holder.generation
+                if old is not None:
+                    asyncio.get_running_loop().create_task(old.close())
+            return self._pool
+
+    async def answer(self, plan: Any) -> Forward | Refuse:
+        """The literal-only SQL answering ``plan`` (a rewrite.dp.DPPlan), or why not."""
+        s = plan.settings
+        cap = s.budget_epsilon if s.budget_epsilon is not None else math.inf
+        period = s.budget_period if s.budget_period is not None else _UNLIMITED_PERIOD
+        charge = Charge(plan.subject, plan.policy, plan.table, s.epsilon, cap, period)
+
+        async def compute() -> list:
+            pool = await self._exact_pool()
+            rows = await pool.fetch(plan.exact_sql, timeout=_QUERY_TIMEOUT)
+            return release(plan, [tuple(r) for r in rows])
+
+        try:
+            released, _cached = await self.store.answer(plan.cache_key, s.latency_tolerance, charge, compute)
+        except BudgetExceeded as exc:
+            return Refuse("42501", f"privacy budget exhausted for table {plan.table} (policy {plan.policy}): this "
+                          f"answer costs epsilon {s.epsilon:g}, remaining {exc.remaining:g} of {exc.cap:g} per "
+                          f"{_period_text(exc.period)}")
+        except asyncpg.PostgresError as exc:
+            # The backend's message could quote a value; only its class reaches the client.
+            log.warning("DP exact query for %s failed: %s", plan.table, exc)
+            return Refuse("XX000", f"the differentially private answer on {plan.table} could not be computed; "
+                          "the budget for it is spent")
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.error("DP exact query for %s failed: %s", plan.table, exc)
+            return Refuse("08006", f"pgveil could not reach the backend to answer on {plan.table}")
+        except Exception as exc:  # fail closed
+            log.exception("DP answer for %s failed", plan.table)
+            return Refuse("XX000", f"pgveil could not compute the differentially private answer ({type(exc).__name__})")
+        return Forward(answer_sql(plan, released), (plan.table,), (plan.policy,))
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+        await self.store.close()
