@@ -20,7 +20,7 @@ from rewrite.engine.keys import KEY_INSERT, KEY_TABLE_DDL, key_rows
 
 from ..policy_state import PolicyHolder
 from ..session.governor import Forward, Refuse
-from .store import BudgetExceeded, Charge, open_store
+from .store import BudgetExceeded, Charge, StoreError, open_store
 
 log = logging.getLogger("pgveil.dp")
 
@@ -81,6 +81,9 @@ class DPService:
 
         try:
             released, _cached = await self.store.answer(plan.cache_key, s.latency_tolerance, charge, compute)
+        except StoreError as exc:
+            log.error("DP store failed: %s", exc)
+            return Refuse("58000", f"pgveil's DP store is not available ({exc}); nothing was charged")
         except BudgetExceeded as exc:
             return Refuse("42501", f"privacy budget exhausted for table {plan.table} (policy {plan.policy}): this "
                           f"answer costs epsilon {s.epsilon:g}, remaining {exc.remaining:g} of {exc.cap:g} per "

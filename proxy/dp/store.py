@@ -24,9 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import asyncpg
 import platformdirs
 
 Compute = Callable[[], Awaitable[Any]]
+
+
+class StoreError(Exception):
+    """The cache / ledger could not be read or written (before anything was charged or run)."""
 
 
 class BudgetExceeded(Exception):
@@ -157,8 +162,9 @@ class PostgresStore:
         if self._pool is None:
             pool = await self._connect()
             async with pool.acquire() as c:
+                if not await c.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", self._schema):
+                    await c.execute(self._sql("CREATE SCHEMA {s}"))  # needs CREATE on the database (docs/dp.md)
                 await c.execute(self._sql(
-                    "CREATE SCHEMA IF NOT EXISTS {s};"
                     "CREATE TABLE IF NOT EXISTS {s}.answers (key text PRIMARY KEY, payload jsonb NOT NULL, "
                     "created float8 NOT NULL, expires float8 NOT NULL);"
                     "CREATE TABLE IF NOT EXISTS {s}.ledger (subject text NOT NULL, policy text NOT NULL, "
@@ -169,7 +175,10 @@ class PostgresStore:
         return self._pool
 
     async def answer(self, key: str, ttl: float, charge: Charge | None, compute: Compute) -> tuple[Any, bool]:
-        pool = await self._ready()
+        try:
+            pool = await self._ready()
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(str(exc)) from None
         async with self._locks.get(key), pool.acquire() as c:
             tr = c.transaction()
             await tr.start()
@@ -235,8 +244,6 @@ def open_store(dp_config: Any, backend_pool: Callable[[], Awaitable[Any]]) -> SQ
     if dp_config.dsn == "backend":
         return PostgresStore(backend_pool, dp_config.schema_name)
     import os
-
-    import asyncpg
 
     password = os.environ.get(dp_config.password_env) if dp_config.password_env else None
     return PostgresStore(lambda: asyncpg.create_pool(dp_config.dsn, password=password, min_size=1, max_size=4),

@@ -157,6 +157,16 @@ def _copy(node: ast.Node, convert) -> ast.Node:
     return type(node)(**{k: convert(getattr(node, k)) for k in node if k not in _LOCATION_FIELDS})
 
 
+def _has_param(node: Any) -> bool:
+    if isinstance(node, ast.ParamRef):
+        return True
+    if isinstance(node, tuple):
+        return any(_has_param(x) for x in node)
+    if isinstance(node, ast.Node):
+        return any(_has_param(getattr(node, k)) for k in node)
+    return False
+
+
 def _figure_colname(node: Any) -> str:
     """The column name PostgreSQL gives an unnamed target (FigureColname)."""
     if isinstance(node, ast.ColumnRef):
@@ -213,6 +223,9 @@ def read_query(stmt: Any, rel: Relation, catalog: Catalog) -> DPQuery:
             reader.groups.append(column)
 
     if stmt.whereClause is not None:
+        if _has_param(stmt.whereClause):
+            raise DPRefused("parameters ($n) are not supported in queries on a differentially private table; "
+                            "write the values as literals")
         where_is_error_free(stmt.whereClause, rel, reader.alias, catalog)  # raises DPRefused
 
     targets = []

@@ -102,6 +102,8 @@ def _proved(e: Any, scope: _Scope) -> bool:
         return True
     if isinstance(e, ast.BoolExpr):
         return all(_proved(a, scope) for a in e.args)
+    if isinstance(e, ast.ColumnRef):  # a boolean column as the whole predicate
+        return scope.column_type(e) == "bool"
     if isinstance(e, ast.NullTest):
         return isinstance(e.arg, ast.ColumnRef) and scope.column_type(e.arg) is not None
     if not isinstance(e, ast.A_Expr) or len(e.name) != 1:
