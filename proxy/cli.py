@@ -101,6 +101,12 @@ def _cmd_audit(args) -> int:
     return 0
 
 
+def _cmd_budget(args) -> int:
+    from .dp.budget_report import run_budget
+
+    return run_budget(args.config, args.user)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pgveil", description="A data-governance proxy for PostgreSQL.")
     parser.add_argument("--version", action="version", version=f"pgveil {__version__}")
@@ -144,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--dir", help="audit directory to read instead of --config")
     p.add_argument("--since", default="1h", help="window to summarize: 30m, 1h, 2d, 1w (default 1h)")
     p.set_defaults(func=_cmd_audit)
+
+    p = sub.add_parser("budget", help="show differential-privacy budget spending per user, policy and table")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--user", "-u", help="one user (default: every user in the config)")
+    p.set_defaults(func=_cmd_budget)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -193,3 +193,22 @@ def test_two_processes_share_answers_and_budget_in_postgres(pg, pums_db):
     finally:
         a.stop()
         b.stop()
+
+
+def test_budget_command_shows_spending(pg, pums_db):
+    import subprocess
+    import sys
+
+    p = DPProxy(pg, budget=3.0)
+    try:
+        with p.connect() as conn:
+            conn.execute("SELECT count(*) FROM pums WHERE age > 50").fetchone()
+            conn.execute("SELECT count(*) FROM pums WHERE age > 60").fetchone()
+    finally:
+        p.stop()
+    out = subprocess.run([sys.executable, "-m", "proxy", "budget", "--config", str(p.dir / "pgveil.yaml"), "--user", "ana"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    line = next(l for l in out.stdout.splitlines() if l.startswith("ana"))
+    assert line.split()[1:7] == ["dp-pums", "public.pums", "2", "3", "1", "24h"], out.stdout
+    assert line.split()[7] == "2"
