@@ -22,7 +22,7 @@ import re
 from types import SimpleNamespace
 from typing import Any
 
-from rewrite import Allow, Deny, ProxyHandled, Rewritten, rewrite_statements
+from rewrite import Allow, Deny, DPRequest, ProxyHandled, Rewritten, rewrite_statements
 from rewrite.analysis import ParseFailure, analyze, parse_statements, print_node
 from rewrite.catalog import Catalog, Relation
 from rewrite.decide import PolicySet, TableDecision, decide
@@ -137,6 +137,15 @@ def _verdict_dict(v: Any) -> dict[str, Any]:
     if isinstance(v, Allow):
         sql, n = redact(v.sql)
         return {"verdict": "forwarded unchanged", "sql": sql, "redacted_literals": n}
+    if isinstance(v, DPRequest):
+        p = v.plan
+        sql, n = redact(pretty(p.exact_sql))
+        measures = [{"kind": m.kind, "column": m.column, "sensitivity": m.sensitivity, "epsilon": round(m.epsilon, 6),
+                     "fixed_point": m.fixed_point} for m in p.measures]
+        groups = ("public keys" if p.public_groups is not None else
+                  f"shown when the noisy count reaches {p.threshold}" if p.threshold is not None else None)
+        return {"verdict": "differentially private answer", "sql": sql, "redacted_literals": n,
+                "policies": [p.policy], "epsilon": p.settings.epsilon, "measures": measures, "groups": groups}
     assert isinstance(v, Rewritten)
     sql, n = redact(pretty(v.sql))
     return {"verdict": "rewritten", "sql": sql, "redacted_literals": n,
@@ -292,6 +301,15 @@ def format_verdict(s: dict[str, Any]) -> list[str]:
         return [f"verdict: answered by pgveil itself ({s['action']} {s['setting']})"]
     out = [f"verdict: {v}" + (f" (policies: {', '.join(s['policies'])})" if s.get("policies") else "")]
     if v == "rewritten":
+        out.append(_indent(s["sql"], "    "))
+    if v == "differentially private answer":
+        out.append(f"  epsilon {s['epsilon']:g} per answer, split over:")
+        for m in s["measures"]:
+            unit = f" (units of 1/{m['fixed_point']})" if m["fixed_point"] > 1 else ""
+            out.append(f"    {m['kind']}({m['column'] or '*'}): epsilon {m['epsilon']:g}, sensitivity {m['sensitivity']}{unit}")
+        if s["groups"]:
+            out.append(f"  groups: {s['groups']}")
+        out.append("  exact aggregate run by pgveil (never returned; noised with OpenDP's discrete Laplace):")
         out.append(_indent(s["sql"], "    "))
     if s["redacted_literals"]:
         out.append(f"  ({s['redacted_literals']} hex/bytea literal(s) longer than 16 digits redacted; "
