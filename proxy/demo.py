@@ -27,6 +27,7 @@ DEMO_USERS = {
     "carol": ("carol-demo", ["analysts", "contractors"], {}, "a contractor excepted from the contractors' deny"),
     "erin": ("erin-demo", ["analysts", "contractors"], {}, "a contractor, denied the clinic tables"),
     "dana": ("dana-demo", ["admins"], {}, "an administrator"),
+    "frank": ("frank-demo", ["researchers"], {}, "a researcher: visits only as differentially private aggregates"),
     "root": ("root-demo", [], {}, "unrestricted (no policies, still audited)"),
 }
 
@@ -61,6 +62,16 @@ policies:
       allow: {groups: [analysts, admins]}
       deny: {groups: [contractors]}
       deny_exceptions: {users: [carol]}
+  - name: researchers-read-visits
+    access: {tables: [public.visits], allow: {groups: [researchers]}}
+  - name: dp-visits-for-researchers
+    differential_privacy:
+      table: public.visits
+      epsilon: 0.5
+      latency_tolerance: 1h
+      budget: {epsilon: 10.0, per: 1 day}
+      bounds: {cost: [0, 5000], duration_min: [0, 600]}
+      for: {groups: [researchers]}
   - name: hash-pii
     mask: {tag: PII, type: hash, for: {everyone_except: {groups: [compliance, admins]}}}
   - name: ssn-by-role
@@ -169,6 +180,8 @@ def _instructions(port: int) -> str:
         "         hidden; visits a stable 10% sample with costs rounded to 100, IPs ending in XXX, dates to the month.",
         "  bob    (compliance) SSNs showing the last 4 digits, emails in clear, all claim amounts, Ohio and Florida only.",
         "  erin   (contractor) refused the clinic tables; carol (excepted contractor) reads them like alice.",
+        "  frank  (researcher) visits only as noisy aggregates (epsilon 0.5 each, 10 per day; `pgveil budget`):",
+        "         SELECT count(*), avg(cost) FROM visits;   SELECT * FROM visits;  -- refused",
         "Try: SELECT * FROM patients LIMIT 5;  SELECT state, count(*) FROM claims GROUP BY 1;  SELECT * FROM visits LIMIT 5;",
         "     SELECT pg_read_file('/etc/passwd');   -- refused for governed users",
         "Press Ctrl-C to stop the proxy and the demo database.",
