@@ -89,6 +89,7 @@ class RewriteContext:
     def __post_init__(self) -> None:
         tags = repr(sorted((k, tuple(v)) for k, v in dict(self.tags).items()))
         object.__setattr__(self, "_tags_fp", hashlib.sha256(tags.encode()).hexdigest()[:16])
+        object.__setattr__(self, "_table_infos", {})  # id(relation) -> (relation, TableInfo): tags and columns only
 
     def cache_key(self, sql: str) -> tuple:
         now = time.time() if self.now is None else self.now
@@ -96,8 +97,14 @@ class RewriteContext:
                 self.search_path, self._tags_fp)  # type: ignore[attr-defined]
 
     def table_info(self, rel: Relation) -> TableInfo:
+        hit = self._table_infos.get(id(rel))  # type: ignore[attr-defined]
+        if hit is not None and hit[0] is rel:
+            return hit[1]
         holder = type("T", (), {"tags": dict(self.tags)})
-        return TableInfo.from_config(holder, rel.schema, rel.name, [(c.name, c.type) for c in rel.columns])
+        info = TableInfo.from_config(holder, rel.schema, rel.name, [(c.name, c.type) for c in rel.columns])
+        if len(self._table_infos) < 4096:  # type: ignore[attr-defined]
+            self._table_infos[id(rel)] = (rel, info)  # type: ignore[attr-defined]
+        return info
 
 
 _MAX_CACHE = 50_000
