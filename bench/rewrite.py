@@ -1,4 +1,4 @@
-"""Rewrite-engine timing: a simple SELECT and a 250-character BI query over 2 governed tables.
+"""Rewrite-engine timing: a simple SELECT, a 295-character BI query over 2 governed tables, a 3-join one over 4.
 
 Run: python -m bench.rewrite. Prints the median of many runs in microseconds,
 cold (verdict cache bypassed: parse, analyse, decide (its own cache warm), policy
@@ -23,6 +23,9 @@ SIMPLE = "SELECT claim_id, amount FROM rw.claims WHERE claim_id = 42"
 BI = ("SELECT c.state, date_trunc('month', c.filed_at) AS month, count(*) AS n, sum(c.amount) AS total, "
       "avg(p.birth_year) AS avg_birth FROM rw.claims c JOIN rw.patients p ON p.patient_id = c.claim_id "
       "WHERE c.filed_at >= now() - interval '90 days' AND c.amount > 10 GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 100")
+BI3 = ("SELECT c.state, count(*) AS n, sum(c.amount) AS total, avg(p.birth_year) AS age, max(v.cost) AS cost "
+       "FROM rw.claims c JOIN rw.patients p ON p.patient_id = c.claim_id JOIN rw.visits v ON v.visit_id = c.claim_id "
+       "JOIN rw.open o ON o.id = c.claim_id WHERE c.amount > 10 GROUP BY 1 ORDER BY 1 LIMIT 100")
 
 
 def _median_us(fn, n: int) -> float:
@@ -40,10 +43,10 @@ def main() -> None:
     alice = subject(config, "alice")
     no_gates = RewriteContext(alice, policies, CATALOG, StaticKeys(b"k"), ("public",), config.tags, gate=lambda r, c: None)
     with_gates = RewriteContext(alice, policies, CATALOG, StaticKeys(b"k"), ("public",), config.tags)
-    print(f"BI query: {len(BI)} characters")
+    print(f"BI query: {len(BI)} characters, 3-join BI query: {len(BI3)} characters")
     numbers = itertools.count(1000)  # never an exact-text cache hit
     for label, ctx in (("", no_gates), (" + gates", with_gates)):
-        for name, sql in (("simple SELECT", SIMPLE), ("BI query, 2 tables", BI)):
+        for name, sql in (("simple SELECT", SIMPLE), ("BI query, 2 tables", BI), ("BI query, 3 joins", BI3)):
             assert isinstance(rewrite_sql(sql, ctx), Rewritten)
             cold = _median_us(lambda: rewrite_sql(sql, ctx, use_cache=False), 300)
             cached = _median_us(lambda: rewrite_sql(sql, ctx), 20000)

@@ -5,8 +5,10 @@
 statements joined). Order per statement: parse (pglast) -> gates
 (rewrite.gates.check_statement, if that package exists) -> analysis ->
 built-in calls qualified with pg_catalog (engine/functions.py; such a
-statement is Rewritten even without governed tables) -> passes -> print
-(policy views spliced in as cached text) -> re-parse check. Any internal error denies (fail closed).
+statement is Rewritten even without governed tables) -> passes -> output:
+the analyst's text with the engine's edits, verified by parsing it against
+the rewritten tree (analysis/splice.py), else the tree printed by pglast
+(policy views spliced in as cached text either way) -> re-parse check. Any internal error denies (fail closed).
 Verdicts are cached by (exact text, subject, policy version and validity
 epoch, catalog version, search_path, tags).
 """
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Union
 
 from rewrite.analysis import ParseFailure, analyze, parse_statements, print_spliced, reparse_check
+from rewrite.analysis import splice as source_splice
 from rewrite.catalog import Catalog, Relation
 from rewrite.decide import PolicySet, Subject, TableDecision, TableInfo, decide
 from rewrite.engine import viewcache
@@ -97,6 +100,7 @@ class RewriteContext:
     def __post_init__(self) -> None:
         tags = repr(sorted((k, tuple(v)) for k, v in dict(self.tags).items()))
         object.__setattr__(self, "_tags_fp", hashlib.sha256(tags.encode()).hexdigest()[:16])
+        object.__setattr__(self, "_table_infos", {})  # id(relation) -> (relation, TableInfo): tags and columns only
 
     def cache_key(self, sql: str) -> tuple:
         now = time.time() if self.now is None else self.now
@@ -104,8 +108,14 @@ class RewriteContext:
                 self.search_path, self._tags_fp)  # type: ignore[attr-defined]
 
     def table_info(self, rel: Relation) -> TableInfo:
+        hit = self._table_infos.get(id(rel))  # type: ignore[attr-defined]
+        if hit is not None and hit[0] is rel:
+            return hit[1]
         holder = type("T", (), {"tags": dict(self.tags)})
-        return TableInfo.from_config(holder, rel.schema, rel.name, [(c.name, c.type) for c in rel.columns])
+        info = TableInfo.from_config(holder, rel.schema, rel.name, [(c.name, c.type) for c in rel.columns])
+        if len(self._table_infos) < 4096:  # type: ignore[attr-defined]
+            self._table_infos[id(rel)] = (rel, info)  # type: ignore[attr-defined]
+        return info
 
 
 _MAX_CACHE = 50_000
@@ -154,7 +164,33 @@ def _refusal_to_deny(r: Any) -> Deny:
                 getattr(r, "policy", None))
 
 
-def _one(raw: Any, text: str, ctx: RewriteContext, gate: Gate | None) -> Verdict:
+def _spliced(sql: str, raw: Any, analysis: Any, splices: dict) -> str | None:
+    """The rewritten statement as the analyst's text with the engine's edits, verified (analysis/splice.py), or None."""
+    edits, substituted = [], 0
+    for ref in analysis.refs:
+        if ref.substitute is not None:
+            if ref.role == "copy" or ref.sample is not None:
+                return None
+            substituted += 1
+        edit = source_splice.relation_edit(sql, ref.rangevar, ref.substitute)
+        if edit is None:
+            return None
+        edits.append(edit)
+    if substituted != len(splices):
+        return None
+    for call in analysis.unqualified_calls:
+        if len(call.funcname) == 2:  # qualified by qualify_builtins
+            edit = source_splice.call_edit(sql, call)
+            if edit is None:
+                return None
+            edits.append(edit)
+    texts = source_splice.splice(sql, raw, edits)
+    if texts is None or not source_splice.verified(texts[0], raw.stmt):
+        return None
+    return texts[1]
+
+
+def _one(raw: Any, text: str, ctx: RewriteContext, gate: Gate | None, sql_text: str | None = None) -> Verdict:
     if gate is not None:
         refusal = gate(raw, ctx)
         if refusal is not None and hasattr(refusal, "action") and not hasattr(refusal, "sqlstate"):
@@ -177,7 +213,9 @@ def _one(raw: Any, text: str, ctx: RewriteContext, gate: Gate | None) -> Verdict
         return Deny(refusal.sqlstate, refusal.message, refusal.policy)
     if plan is None and not qualified:
         return Allow(text)
-    sql = print_spliced(raw.stmt, splices)
+    sql = _spliced(sql_text, raw, analysis, splices) if sql_text is not None else None
+    if sql is None:
+        sql = print_spliced(raw.stmt, splices)
     reparse_check(sql)
     return Rewritten(sql, plan or RewritePlan())
 
@@ -218,7 +256,7 @@ def _uncached(sql: str, ctx: RewriteContext) -> list[Verdict]:
     out: list[Verdict] = []
     for raw, text in stmts:
         try:
-            out.append(_one(raw, text, ctx, gate))
+            out.append(_one(raw, text, ctx, gate, sql))
         except (Unsupported, TemplateError) as exc:
             out.append(Deny("0A000", str(exc)))
         except ParseFailure as exc:

@@ -43,6 +43,32 @@ spelling, go into the slots; the result must split into exactly one statement
 with PostgreSQL's parser (``pglast.parser.split(..., with_parser=True)``),
 else the statement is rewritten in full.
 
+**The fast key.** ``scan`` builds a Python object per token (~50 µs for a
+300-character statement), more than the rest of a hit. Most statements hold
+only literals of the plainest spellings, and for those ``_fast_tokens`` finds
+the same slots with one regular expression: ``'...'`` strings (``''`` the only
+escape) and plain decimal numbers, outside ``"..."`` identifiers and ``--``
+comments. It gives up (and ``scan`` does the work) on anything it does not
+read exactly like PostgreSQL: a ``/*`` comment, a ``$`` (parameters, dollar
+quotes), a backslash, a NUL, ``U&``, a string right after a letter or digit
+(``E'..'``, ``B'..'``) or followed by a newline, a quote or a comment (string
+continuation), a number touching a letter, digit, '_', '$', '.' or quote.
+A shape is only *learned* from a text whose fast key and slots are exactly the
+ones ``scan`` gives, so every template's key text is a ``scan`` key. A hit
+through a fast key ``K`` is a text made of K's key segments with, in each slot,
+a string matching ``'(?:[^']|'')*'`` or a plain number. The learned text had a
+literal token of the slot's kind at that very place, after the same text, so
+the lexer starts each slot in the same state, reads the new literal as one
+token of the same kind (its end is fixed by its own characters: a closing
+quote not followed by a quote or a continuation, or the last digit before a
+character that cannot extend a number, and the text after it is the same),
+and goes on exactly as before: the token sequence is the learned one but for
+the values of the slot literals, which is what the argument below needs. The
+same holds in the output, where each slot sits between template segments that
+(5) proved cannot join a literal. The hit is then checked by splitting the
+*client's* statement with PostgreSQL's parser (it must be one statement, as for
+a full rewrite), not the much longer output.
+
 **Why that is the verdict a full rewrite gives.** Equal keys mean equal token
 sequences except the values of slot literals, so equal parse trees except the
 values of those A_Const nodes. Nothing in the gates or the engine reads the
@@ -127,6 +153,63 @@ def _tokens(sql: str) -> tuple[str, list[tuple[str, int, int]]] | None:
     return "".join(parts), slots
 
 
+_IDENT_CHAR = "A-Za-z0-9_$\x80-\U0010ffff"
+#: Quoted identifiers and -- comments are skipped whole (group 1); strings (2) and numbers (3) are slots, unless
+#: the digits continue a name; a lone quote gives up (4). Every alternative starts with one of -"'0-9. (fast search).
+_FAST = re.compile(
+    r"(?=[-\"'0-9.])"  # lets the search skip everything else at C speed
+    r'(?:("(?:[^"]|"")+"|--[^\n\r]*)'
+    r"|('(?:[^']|'')*')"
+    r"|((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+    r"|(['\"]))")
+#: What may not follow a string slot: a letter or digit, or (after blanks) a newline, quote or comment (continuation).
+_BAD_AFTER_STRING = re.compile(r"[ \t\f\v]*(?:[\n\r'\"]|--)|[" + _IDENT_CHAR + "]").match
+_DOT_DIGIT = re.compile(r"[0-9]*\.[0-9]").match
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$")  # and all of \x80-
+_JOINS = _NAME_CHARS | frozenset(".'\"")  # before a string, after a number
+_INT4_MAX = "2147483647"
+
+
+def _fast_tokens(sql: str) -> tuple[str, list[tuple[str, int, int]]] | None:
+    """What ``_tokens`` gives, for texts with only the plainest literals; None when it cannot tell (module doc)."""
+    if "$" in sql or "\\" in sql or "/*" in sql or "\0" in sql or ("&" in sql and ("&'" in sql or '&"' in sql)):
+        return None
+    parts: list[str] = []
+    slots: list[tuple[str, int, int]] = []
+    pos = 0
+    n = len(sql)
+    for m in _FAST.finditer(sql):
+        group = m.lastindex
+        if group == 1:
+            continue
+        if group == 4:
+            return None
+        start, end = m.span()
+        prev = sql[start - 1] if start else " "
+        if group == 2:
+            if prev in _JOINS or prev >= "\x80" or _BAD_AFTER_STRING(sql, end):
+                return None
+            kind = "SCONST"
+        else:
+            if prev in _JOINS or prev >= "\x80":
+                if prev in ".'\"" or _DOT_DIGIT(sql, start):
+                    return None  # a number right after a quote or a dot, or '.5' right after a name
+                continue  # digits that continue a name (t1, p2.x, t1e5)
+            if end < n and (sql[end] in _JOINS or sql[end] >= "\x80"):
+                return None
+            digits = sql[start:end].lstrip("0")  # beyond int4 an integer is an FCONST token (and no int() of huge texts)
+            kind = "ICONST" if not digits or digits.isdigit() and (
+                len(digits) < 10 or (len(digits) == 10 and digits <= _INT4_MAX)) else "FCONST"
+        parts.append(sql[pos:start])
+        parts.append(_SLOT[kind])
+        slots.append((kind, start, end))
+        pos = end
+    if not slots:
+        return None
+    parts.append(sql[pos:])
+    return "".join(parts), slots
+
+
 def _key(shape: str, ctx: Any) -> tuple | None:
     key = ctx.cache_key(shape) + (ctx.gate, ctx.gate_context)
     try:
@@ -138,9 +221,12 @@ def _key(shape: str, ctx: Any) -> tuple | None:
 
 def rewrite_statements(sql: str, ctx: Any, full: Callable[[str, Any], list]) -> list:
     """The verdicts of ``sql``: from a template of its shape, or ``full(sql, ctx)`` (learning the shape)."""
-    found = _tokens(sql)
-    if found is None:
-        return full(sql, ctx)
+    found = _fast_tokens(sql)
+    fast = found is not None
+    if not fast:
+        found = _tokens(sql)
+        if found is None:
+            return full(sql, ctx)
     shape, slots = found
     key = _key(shape, ctx)
     if key is None:
@@ -151,17 +237,20 @@ def rewrite_statements(sql: str, ctx: Any, full: Callable[[str, Any], list]) -> 
         if len(_shapes) >= _MAX_SHAPES:
             _shapes.clear()
         try:
-            _shapes[key] = _learn(sql, slots, verdicts, ctx, full) or _NO_TEMPLATE
+            # learned only from a text whose key is the one scan() gives (module doc: the fast key)
+            same = not fast or _tokens(sql) == found
+            _shapes[key] = (same and _learn(sql, slots, verdicts, ctx, full)) or _NO_TEMPLATE
         except Exception:  # learning must never change a verdict
             _shapes[key] = _NO_TEMPLATE
         return verdicts
     if entry is _NO_TEMPLATE:
         return full(sql, ctx)
-    verdict = _fill(entry, sql, slots)
+    verdict = _fill(entry, sql, slots, sql if fast else None)
     return [verdict] if verdict is not None else full(sql, ctx)
 
 
-def _fill(t: Template, sql: str, slots: list[tuple[str, int, int]]) -> Any:
+def _fill(t: Template, sql: str, slots: list[tuple[str, int, int]], check: str | None = None) -> Any:
+    """The template filled with ``sql``'s literals; None unless ``check`` (default: the result) is one statement."""
     segs = t.segments
     out = [segs[0]]
     for i, lit in enumerate(t.order):
@@ -170,7 +259,7 @@ def _fill(t: Template, sql: str, slots: list[tuple[str, int, int]]) -> Any:
         out.append(segs[i + 1])
     text = "".join(out)
     try:
-        if len(split(text, with_parser=True)) != 1:
+        if len(split(text if check is None else check, with_parser=True)) != 1:
             return None
     except Exception:
         return None

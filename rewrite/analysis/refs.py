@@ -48,6 +48,7 @@ class RelationRef:
     attr: str
     index: int | None
     sample: ast.RangeTableSample | None = None
+    substitute: str | None = None  # the text spliced in where the engine replaced this FROM item (engine/passes.py)
 
 
 @dataclass

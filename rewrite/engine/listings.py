@@ -250,7 +250,8 @@ def hide_listings(stmt: ast.Node, analysis: Analysis, catalog: Catalog, gov: Gov
             return Refusal("0A000", f"pgveil filters {rel.schema}.{rel.name} for governed users and cannot do so "
                            "in this position (use it as a plain FROM item)")
         placeholder = ast.SelectStmt()
-        splices[id(placeholder)] = (placeholder, substitute_text(rel, hidden, (catalog.version, *key)))
+        ref.substitute = substitute_text(rel, hidden, (catalog.version, *key))
+        splices[id(placeholder)] = (placeholder, ref.substitute)
         alias = ast.Alias(aliasname=rv.alias.aliasname if rv.alias else rv.relname,
                           colnames=rv.alias.colnames if rv.alias else None)
         sub = ast.RangeSubselect(lateral=False, subquery=placeholder, alias=alias)

@@ -117,7 +117,8 @@ def rewrite(stmt: ast.RawStmt, analysis: Analysis, catalog: Catalog, gov: Govern
     for w in work:  # substitute, sealed (OFFSET 0) unless the fence was lifted
         ref, view = w.ref, w.view
         placeholder = ast.SelectStmt()
-        splices[id(placeholder)] = (placeholder, view.text(fenced=view.row_dependent and not lift))
+        ref.substitute = view.text(fenced=view.row_dependent and not lift)
+        splices[id(placeholder)] = (placeholder, ref.substitute)
         sub = ast.RangeSubselect(lateral=False, subquery=placeholder, alias=_alias_for(ref.rangevar))
         if ref.role == "copy":
             copy = ref.parent

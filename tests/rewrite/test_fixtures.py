@@ -6,7 +6,8 @@ Format, one case per block:
     -- user: alice            (optional: search_path: a, b)
     SELECT ...                 the input
     -- expect:
-    SELECT ...                 the expected SQL as pglast prints it, or "DENY <sqlstate>" / "ALLOW"
+    SELECT ...                 the expected SQL (the input with the engine's edits, rewrite/analysis/splice.py,
+                               or as pglast prints it), or "DENY <sqlstate>" / "ALLOW"
 
 Regenerate expectations after a deliberate change with PGVEIL_FIXTURES_UPDATE=1, then review the diff.
 """

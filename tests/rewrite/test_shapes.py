@@ -331,3 +331,72 @@ def test_random_literals():
         got = shapes.rewrite_statements(sql, ctx, Counter())
         assert_same(got, _uncached(sql, ctx))
     assert any(isinstance(v, shapes.Template) for v in shapes._shapes.values())
+
+
+# --------------------------------------------------------------------------- the fast key (regular expression)
+
+
+def _scan_key(sql: str):
+    try:
+        return shapes._tokens(sql)
+    except Exception:
+        return None
+
+
+@pytest.mark.parametrize("sql", [
+    CLAIM.format(7), STATE.format("'it''s'", 5), "SELECT 'a', \"x'y\" -- 'c' 5\n, 1.5e3, .5, 007, 2147483648",
+    "SELECT t1.c2, a.b FROM t1 WHERE x = 00002147483647 AND y = 2147483647 AND z = 0 AND w = 0.",
+])
+def test_fast_key_is_the_scan_key(sql):
+    assert shapes._fast_tokens(sql) is not None
+    assert shapes._fast_tokens(sql) == shapes._tokens(sql)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT E'a'", "SELECT B'1'", "SELECT X'1F'", "SELECT N'a'", "SELECT U&'a'", "SELECT u&\"a\" FROM t WHERE x = 1",
+    "SELECT 'a'\n'b'", "SELECT 'a' -- c\n'b'", "SELECT 'a' 'b'", "SELECT 'a'\r'b'", "SELECT 'a\\'", "SELECT $$a$$",
+    "SELECT $1, 2", "SELECT /* 'a' */ 1", "SELECT 0x1F", "SELECT 1_000", "SELECT 1e", "SELECT 1.5.5", "SELECT 1..2",
+    "SELECT 5a", "SELECT 'a", "SELECT \"a", "SELECT 1\0", "SELECT interval'1 day'", "SELECT 'a'b", "SELECT 1'a'",
+    "SELECT é'a'", "SELECT 1é",
+])
+def test_fast_key_gives_up_where_it_cannot_read_like_postgresql(sql):
+    assert shapes._fast_tokens(sql) is None
+
+
+def test_fast_key_never_disagrees_with_the_scanner():
+    """Whenever the regular expression answers, PostgreSQL's scanner gives the very same key and slots."""
+    rng = random.Random(4)
+    pieces = ["'", "''", '"', "--", "\n", " ", "\t", "1", "0", "9", ".", "e", "E", "+", "-", "a", "_", "$", "é", "x",
+              "/", "*", "(", ")", ",", "::", "'ab'", "12", "3.5", "SELECT ", " FROM t", "\\", "&", "U", "\r", ";"]
+    answered = 0
+    for _ in range(60000):
+        sql = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 14)))
+        fast = shapes._fast_tokens(sql)
+        if fast is None:
+            continue
+        answered += 1
+        assert fast == _scan_key(sql), repr(sql)
+    assert answered > 500
+
+
+def test_fast_key_hit_is_the_full_rewrite():
+    ctx = ctx_for()
+    seed = STATE.format("'Missouri'", 5)
+    assert shapes._fast_tokens(seed) is not None
+    for literal in ("'x''y'", "'--'", "'\"'", "'\n'", "''", "'é'"):
+        sql = STATE.format(literal, 12)
+        assert shapes._fast_tokens(sql) is not None, literal
+        got = check(seed, sql, ctx, templated=True)
+        assert literal in got[0].sql
+
+
+def test_fast_hit_checks_the_clients_statement():
+    ctx = ctx_for()
+    seed = CLAIM.format(1)
+    shapes.rewrite_statements(seed, ctx, Counter())
+    # same key text as a learned shape, but not one statement: the shape path must not answer it
+    sql = CLAIM.format(2) + "; SELECT 1"
+    assert shapes._fast_tokens(sql)[0] != shapes._fast_tokens(seed)[0]
+    full = Counter()
+    got = shapes.rewrite_statements(sql, ctx, full)
+    assert_same(got, _uncached(sql, ctx))
