@@ -16,12 +16,11 @@ def parse_statements(sql: str) -> list[tuple[ast.RawStmt, str]]:
         stmts = pglast.parse_sql(sql)
     except pglast.parser.ParseError as exc:
         raise ParseFailure(str(exc)) from None
-    raw = sql.encode("utf-8")  # stmt_location/stmt_len are byte offsets
     out = []
-    for s in stmts:
+    for s in stmts:  # pglast gives stmt_location/stmt_len in characters of the str
         start = s.stmt_location or 0
-        end = start + s.stmt_len if s.stmt_len else len(raw)
-        out.append((s, raw[start:end].decode("utf-8").strip()))
+        end = start + s.stmt_len if s.stmt_len else len(sql)
+        out.append((s, sql[start:end].strip()))
     return out
 
 

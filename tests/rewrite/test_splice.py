@@ -150,3 +150,10 @@ def test_a_wrong_edit_falls_back_to_the_printer(monkeypatch):
     sql = "SELECT claim_id FROM rw.claims WHERE claim_id = 1"
     got = rewrite_sql(sql, ctx, use_cache=False)
     assert got.sql == _printed(sql, ctx).sql
+
+
+def test_statement_texts_with_non_ascii_characters():
+    from rewrite.analysis import parse_statements
+
+    texts = [t for _, t in parse_statements("SELECT 'éé' AS a; SELECT '日本' ; SELECT 1")]
+    assert texts == ["SELECT 'éé' AS a", "SELECT '日本'", "SELECT 1"]
