@@ -11,12 +11,14 @@ stand-in's error is swapped for pgveil's own message; everything else passes.
 from __future__ import annotations
 
 import secrets
+import time
 
 from ..wire import backend as be
 from ..wire import frontend as fe
 from ..wire._fields import frame
 from ..wire.holding import Held, HoldingWalker
 from .governor import AskDP, Forward, Governor, Refuse
+from .dp_statements import SWALLOW_TAGS, DPStatement, Swallow
 from .prepared import PreparedTracker
 
 HOLD_ERRORS = frozenset({b"E"})
@@ -46,8 +48,9 @@ def _stale(name: str) -> Refuse:
 
 
 class GovernedRelay:
-    def __init__(self, governor: Governor) -> None:
+    def __init__(self, governor: Governor, clock=time.monotonic) -> None:
         self.governor = governor
+        self.clock = clock
         # token -> (sync group it belongs to, ErrorResponse to show instead)
         self._refusals: dict[str, tuple[int, bytes]] = {}
         self.syncs_sent = 0
@@ -56,6 +59,9 @@ class GovernedRelay:
         self.audit = None  # a StatementAudit when the audit is on
         self.prepared = PreparedTracker()
         self._dp_answer: Forward | Refuse | None = None  # the answer for the statement that raised NeedsDP
+        self._dp_plan = None  # the plan of the DP answer _judge returned last
+        self.dp_statements: dict[str, DPStatement] = {}  # prepared statements holding a DP answer
+        self.swallow = Swallow()
 
     def answer_dp(self, verdict: Forward | Refuse) -> None:
         self._dp_answer = verdict
@@ -66,17 +72,24 @@ class GovernedRelay:
             answer, self._dp_answer = self._dp_answer, None
             if answer is None:
                 raise NeedsDP(verdict.plan)
+            self._dp_plan = verdict.plan
             return answer
+        self._dp_plan = None
         return verdict
 
     @property
     def pending(self) -> bool:
-        return bool(self._refusals)
+        return bool(self._refusals) or self.swallow.pending
 
     # -- client to backend ---------------------------------------------------------------
 
     def client_message(self, tag: bytes, body: bytes, transaction_status: str) -> bytes:
-        """The bytes to send the backend for one client message."""
+        """The bytes to send the backend for one client message (NeedsDP: ask again once answered)."""
+        out = self._client_message(tag, body, transaction_status)
+        self.swallow.client_sent(tag)
+        return out
+
+    def _client_message(self, tag: bytes, body: bytes, transaction_status: str) -> bytes:
         if tag == b"Q":
             sql = fe.Query.decode(body).sql
             verdict = self._judge(sql, transaction_status)
@@ -90,10 +103,13 @@ class GovernedRelay:
             msg = fe.Parse.decode(body)
             verdict = self._judge(msg.query, transaction_status, single=True)
             self._note(msg.query, verdict)
+            self.dp_statements.pop(msg.name, None)
             if isinstance(verdict, Forward):
                 key = self.governor.context_key()
                 self.prepared.protocol[msg.name] = key
                 self.prepared.after_sql(msg.query, key)
+                if self._dp_plan is not None and msg.name:
+                    self.dp_statements[msg.name] = DPStatement(self._dp_plan, msg.param_types, self._dp_expiry())
                 return fe.Parse(msg.name, verdict.sql, msg.param_types).encode()
             return fe.Parse(msg.name, self._register(verdict), msg.param_types).encode()
         if tag == b"F":
@@ -107,13 +123,35 @@ class GovernedRelay:
             if prepared_under is not None and prepared_under != self.governor.context_key():
                 refusal = _stale(statement or "(unnamed)")
                 return fe.Parse("", self._register(refusal), ()).encode()  # fails in the Bind's place
+            dp = self.dp_statements.get(statement)
+            if dp is not None and self.swallow.opens_group and dp.needs_answer(self.clock()):
+                return self._refreshed_bind(statement, dp, body)
         elif tag == b"C":
             close = fe.Close.decode(body)
             if close.kind == "S":
                 self.prepared.protocol.pop(close.name, None)
+                self.dp_statements.pop(close.name, None)
         elif tag == b"S":
             self.syncs_sent += 1
         return frame(tag, body)
+
+    def _dp_expiry(self) -> float:
+        return self.clock() + self._dp_plan.settings.latency_tolerance
+
+    def _refreshed_bind(self, name: str, dp: DPStatement, body: bytes) -> bytes:
+        """The Bind of a DP statement whose answer is too old: a new answer first (NeedsDP), then re-parse it."""
+        answer, self._dp_answer = self._dp_answer, None
+        if answer is None:
+            dp.unused = False
+            raise NeedsDP(dp.plan)
+        if isinstance(answer, Refuse):  # e.g. the budget is spent: the Bind fails, the old answer is not reused
+            self._note(f"-- Bind of DP statement {name}", answer)
+            return fe.Parse("", self._register(answer), ()).encode()
+        self._note(f"-- Bind of DP statement {name}", answer)
+        dp.expires = self.clock() + dp.plan.settings.latency_tolerance
+        self.swallow.inject(self.syncs_sent, self.ready_received)
+        return (fe.Close("S", name).encode() + fe.Parse(name, answer.sql, dp.param_types).encode()
+                + frame(b"B", body))
 
     def _stale_sql(self, sql: str) -> Refuse | None:
         name = self.prepared.stale_in_sql(sql, self.governor.context_key())
@@ -143,10 +181,21 @@ class GovernedRelay:
 
     def backend_data(self, walker: HoldingWalker, data: bytes) -> tuple[bytes, int, int | None]:
         """Bytes for the client, with stand-in errors replaced; plus ReadyForQuery count and last status."""
-        pieces, count, status = walker.split(data, HOLD_ERRORS if self._refusals else frozenset())
+        swallowing = self.swallow.pending
+        hold = HOLD_ERRORS if self._refusals else frozenset()
+        pieces, count, status = walker.split(data, hold | SWALLOW_TAGS if swallowing else hold)
         out = []
         for piece in pieces:
-            out.append(self._resolve(piece.data) if isinstance(piece, Held) else piece)
+            if not isinstance(piece, Held):
+                out.append(piece)
+            elif piece.data[:1] == b"E":
+                out.append(self._resolve(piece.data))
+            else:  # only while swallowing: CloseComplete, ParseComplete, ReadyForQuery
+                passed, ready = self.swallow.filter(piece, walker)
+                if passed is not None:
+                    out.append(passed)
+                if ready is not None:
+                    count, status = count + 1, ready
         if count:
             self.ready_received += count
             # A refusal whose stand-in was skipped (an earlier error in the same

@@ -212,3 +212,48 @@ def test_budget_command_shows_spending(pg, pums_db):
     line = next(l for l in out.stdout.splitlines() if l.startswith("ana"))
     assert line.split()[1:7] == ["dp-pums", "public.pums", "2", "3", "1", "24h"], out.stdout
     assert line.split()[7] == "2"
+
+
+def test_prepared_dp_statements_get_fresh_answers_after_the_tolerance(pg, pums_db):
+    """psycopg prepares after 5 runs and asyncpg caches statements: every Bind past the tolerance (0 s) re-answers."""
+    p = DPProxy(pg, budget=100.0, latency="0s")
+    try:
+        with p.connect() as conn:
+            values = [conn.execute("SELECT sum(income) FROM pums WHERE age > 30").fetchone()[0] for _ in range(12)]
+            assert len(set(values[5:])) > 3, values  # the prepared runs (6th on) are fresh too
+            assert conn.execute("SELECT 41 + 1").fetchone() == (42,)  # replies still line up
+            with conn.pipeline():
+                cur = [conn.execute("SELECT sum(income) FROM pums WHERE age > 30") for _ in range(3)]
+                last = conn.execute("SELECT 'after'")
+            assert all(c.fetchone()[0] is not None for c in cur) and last.fetchone() == ("after",)
+
+        async def go():
+            conn = await asyncpg.connect(p.dsn())
+            try:
+                got = [await conn.fetchval("SELECT sum(age) FROM pums WHERE educ > 5") for _ in range(8)]
+                stmt = await conn.prepare("SELECT sex, count(*) FROM pums GROUP BY sex")
+                rows = [tuple(await stmt.fetch()) for _ in range(4)]
+                return got, rows, await conn.fetchval("SELECT 7")
+            finally:
+                await conn.close()
+
+        got, rows, seven = asyncio.run(go())
+        assert len(set(got)) > 4 and seven == 7
+        assert all(len(r) == 2 for r in rows) and len(set(rows)) > 1
+    finally:
+        p.stop()
+
+
+def test_prepared_dp_statement_refused_when_budget_runs_out(pg, pums_db):
+    p = DPProxy(pg, budget=3.0, latency="0s")
+    try:
+        with p.connect() as conn:
+            conn.execute("SELECT count(*) FROM pums", prepare=True).fetchone()  # 1 (parse)
+            conn.execute("SELECT count(*) FROM pums", prepare=True).fetchone()  # 2 (bind, refreshed)
+            conn.execute("SELECT count(*) FROM pums", prepare=True).fetchone()  # 3
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+                conn.execute("SELECT count(*) FROM pums", prepare=True)
+            assert "budget" in str(err.value)
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        p.stop()
