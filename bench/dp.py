@@ -131,8 +131,8 @@ def _exact(sql: str, info) -> dict:
 
 
 def accuracy(info, port: int, password: str, reps: int) -> None:
-    # prepare_threshold=None: psycopg would otherwise prepare the statement after 5 runs, and a prepared DP
-    # statement keeps the answer it was prepared with (docs/dp.md), so the repetitions would not be fresh.
+    # prepare_threshold=None keeps every repetition a Parse + Bind of the unnamed statement (prepared DP
+    # statements are re-answered past the tolerance too, docs/dp.md; this measures the plain path).
     with psycopg.connect(host="127.0.0.1", port=port, user="analyst", password=password, dbname=DB,
                          autocommit=True, prepare_threshold=None) as conn:
         print(f"\naccuracy: median relative error over {reps} fresh answers (epsilon 1, 1000 rows)")
