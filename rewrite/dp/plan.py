@@ -13,10 +13,12 @@ any other statement, so masks and row filters apply first):
     GROUP BY t.g, ...
 
 Epsilon split (fixed, documented in docs/dp.md): every distinct measurement
-gets weight 1 per aggregate that uses it, except AVG, which gives its sum
-``AVG_SUM_SHARE`` and its count the rest; a GROUP BY whose keys are not public
-and that has no count adds a hidden COUNT(*) of weight 1 for the threshold.
-The query's epsilon is divided in proportion to the weights.
+gets weight 1 per aggregate that uses it, except AVG, which splits its weight
+over three (``AVG_SPLIT``): a rough sum and its count give a first noisy mean
+m, then the sum *centered* on m, whose sensitivity is max(hi - m, m - lo)
+instead of max(|lo|, |hi|), gives the answer m + centered / count. A GROUP BY
+whose keys are not public and that has no count adds a hidden COUNT(*) of
+weight 1 for the threshold. The query's epsilon is divided in proportion.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from .canonical import canonical
 from .mechanism import release_threshold
 from .query import AggCall, DPQuery, DPRefused
 
-AVG_SUM_SHARE = 0.75
+AVG_SPLIT = {"sum": 0.1, "count": 0.2, "centered_sum": 0.7}  # of one AVG's weight
 FIXED_POINT = 100  # non-integer values are summed as integers of 1/100
 MAX_PUBLIC_GROUPS = 10_000
 _INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
@@ -45,7 +47,12 @@ _NUMBER_TYPES = _INTEGER_TYPES | {"numeric", "float4", "float8"}
 
 @dataclass(frozen=True)
 class Measure:
-    """One noisy integer per group: ``kind`` count (column None: rows), count_distinct or sum."""
+    """One noisy integer per group: ``kind`` count (column None: rows), count_distinct, sum or centered_sum.
+
+    centered_sum is not read from the database: it is the exact sum minus
+    center * count, the center coming from the noisy sum and count of the same
+    column (``center_units``); its sensitivity is known only then (``centered_sensitivity``).
+    """
 
     kind: str
     column: str | None
@@ -55,7 +62,11 @@ class Measure:
 
     @property
     def is_count(self) -> bool:
-        return self.kind != "sum"
+        return self.kind in ("count", "count_distinct")
+
+    @property
+    def from_database(self) -> bool:
+        return self.kind != "centered_sum"
 
 
 @dataclass(frozen=True)
@@ -63,10 +74,11 @@ class Output:
     """One aggregate of the user's query, from its measurements (indexes into DPPlan.measures)."""
 
     call: AggCall
-    value: int  # the sum or the count
+    value: int  # the sum or the count; AVG: the centered sum
     count: int | None = None  # AVG's denominator
     bounds: tuple[float, float] | None = None
     column_type: str | None = None  # the column's base type (SUM/AVG result types)
+    rough: int | None = None  # AVG's rough sum (for the center)
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,7 @@ class DPPlan:
     threshold_measure: int | None  # which measure decides whether a group shows
     threshold: int | None
     public_groups: tuple[tuple[str | None, ...], ...] | None  # every group to show, when all keys are public
+    people: int  # L: the most rows one person contributes (1 without a table key)
     exact_tree: ast.SelectStmt = field(repr=False, compare=False)
     exact_sql: str = ""
     cache_key: str = ""
@@ -102,8 +115,8 @@ def _weights(aggs: tuple[AggCall, ...]) -> list[tuple[tuple[str, str | None], fl
     weights: dict[tuple[str, str | None], float] = {}
     for a in aggs:
         if a.func == "avg":
-            weights[("sum", a.column)] = weights.get(("sum", a.column), 0.0) + AVG_SUM_SHARE
-            weights[("count", a.column)] = weights.get(("count", a.column), 0.0) + 1 - AVG_SUM_SHARE
+            for kind, share in AVG_SPLIT.items():
+                weights[(kind, a.column)] = weights.get((kind, a.column), 0.0) + share
         else:
             kind = "count_distinct" if a.func == "count_distinct" else a.func
             weights[(kind, a.column)] = weights.get((kind, a.column), 0.0) + 1.0
@@ -139,7 +152,7 @@ def plan_query(q: DPQuery, settings: DPSettings, subject: str, key_column: str |
     people = settings.max_rows_per_person if key_column else 1
     weighted = _weights(q.aggregates)
     public = _public_groups(settings, q.group_columns)
-    if q.group_columns and public is None and not any(kind != "sum" for (kind, _), _w in weighted):
+    if q.group_columns and public is None and not any(kind in ("count", "count_distinct") for (kind, _), _w in weighted):
         weighted.append((("count", None), 1.0))  # the threshold needs a count
     total = sum(w for _, w in weighted)
 
@@ -147,7 +160,7 @@ def plan_query(q: DPQuery, settings: DPSettings, subject: str, key_column: str |
     index: dict[tuple[str, str | None], int] = {}
     for (kind, column), w in weighted:
         eps = settings.epsilon * w / total
-        if kind == "sum":
+        if kind in ("sum", "centered_sum"):
             bounds = settings.bounds_of(column)
             if bounds is None:
                 raise DPRefused(f"SUM/AVG of {column} needs bounds for {column} in policy {settings.policy}")
@@ -155,7 +168,7 @@ def plan_query(q: DPQuery, settings: DPSettings, subject: str, key_column: str |
                 raise DPRefused(f"SUM/AVG need a numeric column; {column} is {_column_base(rel, column)}")
             fp = _fixed_point(rel, column, bounds)
             sens = people * int(math.ceil(max(abs(bounds[0]), abs(bounds[1])) * fp))
-            measures.append(Measure("sum", column, max(sens, 1), eps, fp))
+            measures.append(Measure(kind, column, max(sens, 1), eps, fp))  # centered: an upper bound until released
         else:
             measures.append(Measure(kind, column, people, eps))
         index[(kind, column)] = len(measures) - 1
@@ -164,8 +177,8 @@ def plan_query(q: DPQuery, settings: DPSettings, subject: str, key_column: str |
     for a in q.aggregates:
         base = _column_base(rel, a.column) if a.column else None
         if a.func == "avg":
-            outputs.append(Output(a, index[("sum", a.column)], index[("count", a.column)],
-                                  settings.bounds_of(a.column), base))
+            outputs.append(Output(a, index[("centered_sum", a.column)], index[("count", a.column)],
+                                  settings.bounds_of(a.column), base, rough=index[("sum", a.column)]))
         elif a.func == "sum":
             outputs.append(Output(a, index[("sum", a.column)], None, settings.bounds_of(a.column), base))
         else:
@@ -181,7 +194,23 @@ def plan_query(q: DPQuery, settings: DPSettings, subject: str, key_column: str |
     group_types = tuple(rel.column(g).type for g in q.group_columns)
     tree = _exact_tree(q, measures, key_column if settings.max_rows_per_person else None, settings)
     return DPPlan(settings.policy, f"{rel.schema}.{rel.name}", subject, settings, q, group_types, tuple(measures),
-                  tuple(outputs), threshold_measure, threshold, public, tree)
+                  tuple(outputs), threshold_measure, threshold, public, people, tree)
+
+
+def bound_units(m: Measure, bounds: tuple[float, float]) -> tuple[int, int]:
+    """The bounds in the measure's integer units (outward rounded)."""
+    return math.floor(bounds[0] * m.fixed_point), math.ceil(bounds[1] * m.fixed_point)
+
+
+def center_units(rough_sum: int, count: int, lo: int, hi: int) -> int:
+    """The center of an AVG's centered sum: the noisy rough mean, clamped to the bounds (all in units)."""
+    if count < 1:
+        return (lo + hi) // 2
+    return min(max(round(rough_sum / count), lo), hi)
+
+
+def centered_sensitivity(m: Measure, people: int, center: int, lo: int, hi: int) -> int:
+    return max(1, people * max(hi - center, center - lo))
 
 
 def _clamped(expr: ast.Node, lo: float, hi: float) -> ast.Node:
@@ -222,7 +251,7 @@ def _exact_tree(q: DPQuery, measures: list[Measure], key_column: str | None, set
     inner = b.select(inner_targets, [b.rangevar(rel.schema, rel.name, inh=q.inh)], where)
     rows = ast.RangeSubselect(lateral=False, subquery=inner, alias=ast.Alias(aliasname="pgveil_rows"))
     targets = [b.target(b.cast(b.col("pgveil_rows", g), "text"), f"pgveil_g{i}") for i, g in enumerate(q.group_columns)]
-    targets += [b.target(_measure_expr(m, settings), f"pgveil_m{i}") for i, m in enumerate(measures)]
+    targets += [b.target(_measure_expr(m, settings), f"pgveil_m{i}") for i, m in enumerate(measures) if m.from_database]
     outer_where = None
     if key_column:
         outer_where = b.op("<=", b.col("pgveil_rows", "pgveil_rn"), b.const(settings.max_rows_per_person))

@@ -20,7 +20,7 @@ from pglast.enums import LimitOption
 from rewrite.analysis.parse import print_node
 from rewrite.engine import build as b
 
-from .plan import DPPlan, Output
+from .plan import DPPlan, Output, bound_units, center_units
 from .release import Released
 
 _FLOATS = frozenset({"float4", "float8"})
@@ -50,7 +50,9 @@ def _value(plan: DPPlan, o: Output, noisy: list[int]) -> str | None:
         count = noisy[o.count]
         if count < 1:
             return None  # no rows to average, as far as the noisy count can tell
-        mean = total / Decimal(count)
+        lo_u, hi_u = bound_units(m, o.bounds)
+        center = center_units(noisy[o.rough], count, lo_u, hi_u)  # as release() computed it
+        mean = (Decimal(center) + Decimal(raw) / Decimal(count)) / Decimal(m.fixed_point)
         lo, hi = o.bounds
         mean = min(max(mean, Decimal(str(lo))), Decimal(str(hi)))  # clamped values average inside the bounds
         return str(+mean)

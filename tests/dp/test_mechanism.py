@@ -60,9 +60,21 @@ def test_sum_noise_scales_with_the_bound_and_clamps_sensitivity():
 
 def test_avg_splits_epsilon_and_stays_within_bounds():
     plan = plan_for("SELECT avg(age) FROM dp.people")
-    kinds = {(m.kind, m.column): m.epsilon for m in plan.measures}
-    assert kinds == {("sum", "age"): 0.75, ("count", "age"): 0.25}
+    kinds = {(m.kind, m.column): round(m.epsilon, 9) for m in plan.measures}
+    assert kinds == {("sum", "age"): 0.1, ("count", "age"): 0.2, ("centered_sum", "age"): 0.7}
     assert math.isclose(sum(m.epsilon for m in plan.measures), plan.settings.epsilon)
+    assert "centered" not in plan.exact_sql and plan.exact_sql.count("pgveil_m") == 2  # derived, not queried
+    from rewrite.dp.render import answer_sql
+
+    n, total = 1000, 50_000  # true mean 50: the centered answer is close, and inside [0, 100]
+    means = []
+    for _ in range(300):
+        released = release(plan, [(total, n)])
+        text = answer_sql(plan, released)
+        means.append(float(text.split("'")[1]))
+    assert all(0 <= m <= 100 for m in means)
+    assert abs(sum(means) / len(means) - 50) < 0.05
+    assert sorted(abs(m - 50) for m in means)[150] < 0.15  # median error ~0.05 (0.1%): centering halves the sum's bound
 
 
 def test_threshold_suppresses_rare_groups_and_keeps_large_ones():
