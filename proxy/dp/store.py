@@ -76,6 +76,30 @@ class _KeyLocks:
         return lock
 
 
+class _Memo:
+    """Answers this process has read or written, until they expire: a hit needs no store round trip.
+
+    Safe for a shared store too: an answer never changes before it expires, and hits cost no budget.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Any, float]] = {}
+
+    def get(self, key: str, now: float) -> Any:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self._entries[key]
+            return None
+        return entry[0]
+
+    def put(self, key: str, released: Any, expires: float) -> None:
+        if len(self._entries) >= 10_000:
+            self._entries.clear()
+        self._entries[key] = (released, expires)
+
+
 class SQLiteStore:
     """One file; charges are atomic across processes (BEGIN IMMEDIATE), the cache lock is per process."""
 
@@ -95,10 +119,15 @@ class SQLiteStore:
         for ddl in self.SCHEMA:
             self._db.execute(ddl)
         self._locks = _KeyLocks()
+        self._memo = _Memo()
 
     def _cached(self, key: str, now: float) -> Any:
-        row = self._db.execute("SELECT payload FROM answers WHERE key = ? AND expires > ?", (key, now)).fetchone()
-        return None if row is None else json.loads(row[0])
+        row = self._db.execute("SELECT payload, expires FROM answers WHERE key = ? AND expires > ?", (key, now)).fetchone()
+        if row is None:
+            return None
+        released = json.loads(row[0])
+        self._memo.put(key, released, row[1])
+        return released
 
     def _charge(self, c: Charge, now: float) -> None:
         db = self._db
@@ -116,6 +145,10 @@ class SQLiteStore:
             raise
 
     async def answer(self, key: str, ttl: float, charge: Charge | None, compute: Compute) -> tuple[Any, bool]:
+        now = time.time()
+        hit = self._memo.get(key, now) if ttl > 0 else None
+        if hit is not None:
+            return hit, True
         async with self._locks.get(key):
             now = time.time()
             hit = self._cached(key, now) if ttl > 0 else None
@@ -127,6 +160,7 @@ class SQLiteStore:
             if ttl > 0:
                 self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
                                  (key, json.dumps(released), now, now + ttl))
+                self._memo.put(key, released, now + ttl)
             return released, False
 
     async def spending(self, subject: str, now: float | None = None) -> list[Spending]:
@@ -154,6 +188,7 @@ class PostgresStore:
         self._schema = schema  # validated by the config: [a-z_][a-z0-9_]*
         self._pool = None
         self._locks = _KeyLocks()
+        self._memo = _Memo()
 
     def _sql(self, text: str) -> str:
         return text.replace("{s}", f'"{self._schema}"')
@@ -175,6 +210,9 @@ class PostgresStore:
         return self._pool
 
     async def answer(self, key: str, ttl: float, charge: Charge | None, compute: Compute) -> tuple[Any, bool]:
+        hit = self._memo.get(key, time.time()) if ttl > 0 else None
+        if hit is not None:
+            return hit, True
         try:
             pool = await self._ready()
         except (OSError, asyncpg.PostgresError) as exc:
@@ -186,11 +224,13 @@ class PostgresStore:
                 await c.execute("SELECT pg_advisory_xact_lock($1)", _lock_id("answer", key))
                 now = time.time()
                 if ttl > 0:
-                    row = await c.fetchval(self._sql("SELECT payload FROM {s}.answers WHERE key = $1 AND expires > $2"),
-                                           key, now)
+                    row = await c.fetchrow(self._sql("SELECT payload, expires FROM {s}.answers WHERE key = $1 "
+                                                     "AND expires > $2"), key, now)
                     if row is not None:
                         await tr.commit()
-                        return json.loads(row), True
+                        released = json.loads(row["payload"])
+                        self._memo.put(key, released, row["expires"])
+                        return released, True
                 if charge is not None:
                     await self._charge(c, charge, now)
             except BaseException:
@@ -208,6 +248,8 @@ class PostgresStore:
                         "payload = excluded.payload, created = excluded.created, expires = excluded.expires"),
                         key, json.dumps(released), now, now + ttl)
                 await tr.commit()
+                if ttl > 0:
+                    self._memo.put(key, released, now + ttl)
             except BaseException:
                 await tr.rollback()
                 raise

@@ -31,17 +31,22 @@ def noise_scale(sensitivity: int, epsilon: float) -> float:
     return sensitivity / epsilon
 
 
+@lru_cache(maxsize=4096)
+def _calibrated(sensitivity: int, epsilon: float) -> "dp.Measurement":
+    m = _vector_laplace(noise_scale(sensitivity, epsilon))
+    spent = m.map(sensitivity)  # OpenDP's own privacy map checks the calibration
+    if spent > epsilon * (1 + 1e-9):
+        raise NoiseError(f"noise calibration would spend epsilon {spent} > {epsilon}")
+    return m
+
+
 def add_noise(values: list[int], sensitivity: int, epsilon: float) -> list[int]:
     """``values`` plus discrete Laplace noise for L1 ``sensitivity`` at ``epsilon`` (one call, one vector)."""
     if not values:
         return []
     if any(abs(v) > I64_MAX // 2 for v in values):
         raise NoiseError("an exact value is too large for the noise mechanism")
-    m = _vector_laplace(noise_scale(sensitivity, epsilon))
-    spent = m.map(sensitivity)
-    if spent > epsilon * (1 + 1e-9):
-        raise NoiseError(f"noise calibration would spend epsilon {spent} > {epsilon}")
-    return list(m(list(values)))
+    return list(_calibrated(sensitivity, epsilon)(list(values)))
 
 
 def release_threshold(sensitivity: int, epsilon: float, delta: float) -> int:
