@@ -32,6 +32,7 @@ from typing import Any, Iterator
 from pglast import ast
 
 from rewrite.catalog import Catalog, Relation
+from rewrite.policy.durations import parse_duration
 from rewrite.decide import PolicySet, TableInfo
 from rewrite.decide.resource import SELF, LevelMatcher, ResourceMatcher
 from rewrite.policy import ConfigError, load_yaml_with_lines, validate_references
@@ -183,9 +184,20 @@ def _policy_findings(config: Any, catalog: Catalog) -> Iterator[Finding]:
         if kind == "differential_privacy":
             for rel in rels:
                 for col in body.bounds:
-                    if rel.column(col) is None:
+                    c = rel.column(col)
+                    if c is None:
                         yield _err(loc + ("bounds", col), f"bounds name column {col}, which {rel.schema}.{rel.name} "
                                    "does not have")
+                    elif c.base not in ("int2", "int4", "int8", "numeric", "float4", "float8"):
+                        yield _err(loc + ("bounds", col), f"bounds are for numbers; {rel.schema}.{rel.name}.{col} "
+                                   f"is {c.type}, so SUM/AVG of it are refused anyway")
+                for col in body.public_keys:
+                    if rel.column(col) is None:
+                        yield _err(loc + ("public_keys", col), f"public_keys name column {col}, which "
+                                   f"{rel.schema}.{rel.name} does not have")
+            if body.budget is None and parse_duration(body.latency_tolerance) == 0:
+                yield _warn(loc, "no budget and latency_tolerance 0s: asking the same question again and again "
+                            "averages the noise away; give a budget or a tolerance")
 
 
 def _section_findings(config: Any, catalog: Catalog) -> Iterator[Finding]:

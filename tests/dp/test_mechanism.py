@@ -119,3 +119,26 @@ def test_different_queries_and_different_views_do_not_share():
 def test_admins_are_not_under_dp():
     v = rewrite_sql("SELECT name FROM dp.people", context("admin"))
     assert not isinstance(v, DPRequest)
+
+
+def test_check_reports_dp_config_mistakes():
+    import yaml
+
+    from proxy.check import catalog_findings
+    from rewrite.policy import PolicyConfig
+
+    from .dpfixture import CATALOG, CONFIG
+
+    raw = yaml.safe_load(CONFIG)
+    dp = raw["policies"][1]["differential_privacy"]
+    dp["bounds"]["nope"] = [0, 1]
+    dp["bounds"]["name"] = [0, 1]
+    dp["public_keys"]["missing"] = ["x"]
+    dp.pop("budget")
+    dp["latency_tolerance"] = "0s"
+    found = [(f.level, f.message) for f in catalog_findings(PolicyConfig.model_validate(raw), CATALOG)]
+    text = "\n".join(m for _, m in found)
+    assert "bounds name column nope" in text
+    assert "dp.people.name is text" in text
+    assert "public_keys name column missing" in text
+    assert any(level == "warning" and "averages the noise away" in m for level, m in found)
