@@ -257,3 +257,32 @@ def test_prepared_dp_statement_refused_when_budget_runs_out(pg, pums_db):
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         p.stop()
+
+
+def test_answers_through_the_wire_are_unbiased_and_intervals_cover(pg, pums_db):
+    """On the test table, fresh answers (tolerance 0 s): bias near 0, the documented 95% interval covers ~95%."""
+    import math
+
+    p = DPProxy(pg, budget=10_000.0, latency="0s")
+    truth_count = sum(1 for r in pums_db if r[1] >= 40)
+    older = [r[4] for r in pums_db if r[1] >= 40]
+    truth_sum = sum(older)
+    n = 300
+    try:
+        with p.connect(prepare_threshold=None) as conn:
+            counts = [conn.execute("SELECT count(*) FROM pums WHERE age >= 40").fetchone()[0] for _ in range(n)]
+            sums = [conn.execute("SELECT sum(income) FROM pums WHERE age >= 40").fetchone()[0] for _ in range(n)]
+    finally:
+        p.stop()
+    # COUNT: discrete Laplace of scale 1 (counts are shown as max(0, x): far from 0 here)
+    var = 2 * math.exp(-1) / (1 - math.exp(-1)) ** 2
+    errors = [c - truth_count for c in counts]
+    assert abs(sum(errors) / n) < 4 * math.sqrt(var / n)
+    k = next(k for k in range(100) if 2 * math.exp(-k) / (1 + math.exp(-1)) <= 0.05)
+    assert 0.92 <= sum(abs(e) < k for e in errors) / n <= 1.0
+    # SUM: scale 500000 (the income bound); the 95% interval is +-b ln(20)
+    b = 500_000
+    s_err = [s - truth_sum for s in sums]
+    assert abs(sum(s_err) / n) < 4 * math.sqrt(2 * b * b / n)
+    covered = sum(abs(e) <= b * math.log(20) for e in s_err) / n
+    assert 0.91 <= covered <= 0.99

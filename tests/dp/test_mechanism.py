@@ -142,3 +142,23 @@ def test_check_reports_dp_config_mistakes():
     assert "dp.people.name is text" in text
     assert "public_keys name column missing" in text
     assert any(level == "warning" and "averages the noise away" in m for level, m in found)
+
+
+def test_explain_shows_the_dp_plan():
+    import yaml
+
+    from proxy.config import Config
+    from proxy.explain import explain, format_text
+
+    from .dpfixture import CATALOG, CONFIG
+
+    raw = yaml.safe_load(CONFIG)
+    raw["backend"] = {"dsn": "postgresql://svc@127.0.0.1:1/x"}
+    result = explain(Config.model_validate(raw), CATALOG, "ana", "SELECT sex, avg(income) FROM dp.people GROUP BY sex")
+    (stmt,) = result["statements"]
+    assert stmt["verdict"] == "differentially private answer" and stmt["policies"] == ["dp-people"]
+    assert {(m["kind"], m["column"]) for m in stmt["measures"]} == {("sum", "income"), ("count", "income"),
+                                                                   ("centered_sum", "income")}
+    text = format_text(result)
+    assert "epsilon 1 per answer" in text and "centered_sum(income): epsilon 0.7" in text
+    assert "groups: public keys" in text and "LEAST" in text
