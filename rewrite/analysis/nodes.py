@@ -27,3 +27,24 @@ KNOWN_NODES = frozenset({
     "JsonObjectAgg", "JsonArrayAgg", "JsonKeyValue", "JsonIsPredicate", "JsonParseExpr", "JsonScalarExpr",
     "JsonSerializeExpr", "JsonBehavior",
 })
+
+
+def _child_slots(cls: type) -> tuple[str, ...]:
+    slots = getattr(cls, "__slots__", None)
+    if not isinstance(slots, dict):
+        return tuple(slots or ())
+    # Pointers (Node*, List*, RangeVar*...), the value union of A_Const and embedded structs can hold nodes;
+    # char*, bool, numbers and enums never do. pglast's own slot metadata says which is which.
+    return tuple(name for name, info in slots.items()
+                 if (info.c_type.endswith("*") and info.c_type != "char*") or info.c_type in ("ValUnion", "CreateStmt"))
+
+
+_CHILD_SLOTS: dict[type, tuple[str, ...]] = {}
+
+
+def child_slots(cls: type) -> tuple[str, ...]:
+    """The attributes of a pglast node class that can hold nodes: what a tree walk must visit."""
+    slots = _CHILD_SLOTS.get(cls)
+    if slots is None:
+        slots = _CHILD_SLOTS[cls] = _child_slots(cls)
+    return slots

@@ -15,7 +15,7 @@ from pglast import ast
 
 from rewrite.catalog import Catalog, Relation
 
-from .nodes import KNOWN_NODES
+from .nodes import KNOWN_NODES, child_slots
 
 #: (parent node type, attribute) where a RangeVar is read and a subquery may stand instead.
 READ_SLOTS = frozenset({
@@ -88,7 +88,7 @@ class _Walker:
             self.out.unqualified_calls.append(node)
         if isinstance(node, _WITH_OWNERS) and node.withClause is not None:
             scope = self._with(node.withClause, scope)
-        for name in node:
+        for name in child_slots(type(node)):
             if name == "withClause" and isinstance(node, _WITH_OWNERS):
                 continue
             self.visit(getattr(node, name), scope, node, name, None)
@@ -99,7 +99,7 @@ class _Walker:
         for i, cte in enumerate(w.ctes or ()):
             # WITH RECURSIVE: every CTE of the list is visible in each; otherwise only the earlier ones.
             visible = scope | frozenset(names if w.recursive else names[:i])
-            for name in cte:
+            for name in child_slots(type(cte)):
                 self.visit(getattr(cte, name), visible, cte, name, None)
         return scope | frozenset(names)
 

@@ -30,6 +30,8 @@ from typing import Any
 
 from pglast import ast
 
+from rewrite.analysis.nodes import child_slots
+
 from rewrite.analysis import RelationRef
 from rewrite.catalog import Catalog
 from rewrite.decide import TableDecision
@@ -151,7 +153,7 @@ class _Checker:
                 for x in node.indirection:
                     self.visit(x)
                 return
-        for name in node:
+        for name in child_slots(type(node)):
             self.visit(getattr(node, name))
 
     def _select(self, s: ast.SelectStmt) -> None:

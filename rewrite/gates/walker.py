@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pglast import ast
 
+from rewrite.analysis.nodes import child_slots
+
 from .context import GateContext
 from .functions import check_function, check_operator
 from .names import CATALOG, is_internal_schema, shown, split_qualified, strings
@@ -64,9 +66,8 @@ class QueryWalker:
             refusal = check(self, value)
             if refusal is not None:
                 raise _Refused(refusal)
-        for slot in type(value).__slots__:
-            if slot != "location":
-                self._visit(getattr(value, slot, None))
+        for slot in child_slots(type(value)):
+            self._visit(getattr(value, slot, None))
 
 
 def _unknown(node: ast.Node) -> Refusal:
