@@ -69,6 +69,10 @@ class GovernedRelay:
     def _judge(self, sql: str, transaction_status: str, single: bool = False) -> Forward | Refuse:
         verdict = self._stale_sql(sql) or self.governor.judge(sql, transaction_status=transaction_status, single=single)
         if isinstance(verdict, AskDP):
+            if transaction_status == "E":  # the backend would reject the answer: spend no budget on it
+                self._dp_plan = None
+                return Refuse("25P02", "current transaction is aborted, commands ignored until end of transaction "
+                                       "block (no differentially private answer was computed)")
             answer, self._dp_answer = self._dp_answer, None
             if answer is None:
                 raise NeedsDP(verdict.plan)
@@ -124,7 +128,7 @@ class GovernedRelay:
                 refusal = _stale(statement or "(unnamed)")
                 return fe.Parse("", self._register(refusal), ()).encode()  # fails in the Bind's place
             dp = self.dp_statements.get(statement)
-            if dp is not None and self.swallow.opens_group and dp.needs_answer(self.clock()):
+            if dp is not None and transaction_status != "E" and self.swallow.opens_group and dp.needs_answer(self.clock()):
                 return self._refreshed_bind(statement, dp, body)
         elif tag == b"C":
             close = fe.Close.decode(body)
