@@ -231,7 +231,7 @@ class ClientConnection(asyncio.Protocol):
     async def _answer_dp(self, plan) -> None:
         verdict = await self.proxy.answer_dp(plan)
         if not self.closed:
-            self._apply(self.session.handle(ev.DPAnswered(verdict)))
+            self._apply(self.session.handle(ev.DPAnswered(plan, verdict)))
 
     async def _start_tls(self) -> None:
         loop = asyncio.get_running_loop()

@@ -247,6 +247,10 @@ def _uncached(sql: str, ctx: RewriteContext) -> list[Verdict]:
         stmts = parse_statements(sql)
     except ParseFailure as exc:
         return [Deny("42601", f"syntax error: {exc}")]
+    except RecursionError:
+        return [Deny("54001", "statement too complex: expressions are nested too deeply")]
+    except Exception as exc:  # fail closed
+        return [Deny("XX000", f"pgveil could not parse this statement ({type(exc).__name__}); refusing")]
     if ctx.subject.unrestricted:
         return [Allow(text) for _, text in stmts]  # no gates, no data policies; still audited by the proxy
     try:
@@ -261,6 +265,8 @@ def _uncached(sql: str, ctx: RewriteContext) -> list[Verdict]:
             out.append(Deny("0A000", str(exc)))
         except ParseFailure as exc:
             out.append(Deny("XX000", f"pgveil produced SQL it cannot verify; refusing ({exc})"))
+        except RecursionError:
+            out.append(Deny("54001", "statement too complex: expressions are nested too deeply"))
         except Exception as exc:  # fail closed: never pass a statement we failed to rewrite
             out.append(Deny("XX000", f"pgveil could not rewrite this statement ({type(exc).__name__}); refusing"))
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +53,14 @@ class ProxyProcess:
         if self.port is None:
             self.proc.kill()
             raise RuntimeError("proxy did not start:\n" + "".join(self.output) + (self.proc.stdout.read() or ""))
+        # Keep reading its log: a full pipe would block the proxy on its next log line.
+        threading.Thread(target=self._drain, name="pgveil-log", daemon=True).start()
+
+    def _drain(self) -> None:
+        for line in self.proc.stdout:
+            self.output.append(line)
+            if len(self.output) > 5000:
+                del self.output[:1000]
 
     def stop(self) -> int:
         if self.proc.poll() is None:

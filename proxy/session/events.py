@@ -52,4 +52,5 @@ class AuthTimedOut:
 class DPAnswered:
     """The answer for the statement the session suspended on: a governor Forward or Refuse."""
 
+    plan: object  # the rewrite.dp.DPPlan it answers
     verdict: object

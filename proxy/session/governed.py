@@ -58,13 +58,20 @@ class GovernedRelay:
         self.last_forward: Forward | None = None
         self.audit = None  # a StatementAudit when the audit is on
         self.prepared = PreparedTracker()
-        self._dp_answer: Forward | Refuse | None = None  # the answer for the statement that raised NeedsDP
+        self._dp_answer: tuple[str, Forward | Refuse] | None = None  # (cache key, answer) for the statement that raised NeedsDP
         self._dp_plan = None  # the plan of the DP answer _judge returned last
         self.dp_statements: dict[str, DPStatement] = {}  # prepared statements holding a DP answer
         self.swallow = Swallow()
 
-    def answer_dp(self, verdict: Forward | Refuse) -> None:
-        self._dp_answer = verdict
+    def answer_dp(self, plan, verdict: Forward | Refuse) -> None:
+        self._dp_answer = (plan.cache_key, verdict)
+
+    def _take_answer(self, plan) -> Forward | Refuse | None:
+        """The answer computed for ``plan``; a leftover for another plan (a reload in between) is dropped."""
+        pending, self._dp_answer = self._dp_answer, None
+        if pending is None or pending[0] != plan.cache_key:
+            return None
+        return pending[1]
 
     def _judge(self, sql: str, transaction_status: str, single: bool = False) -> Forward | Refuse:
         verdict = self._stale_sql(sql) or self.governor.judge(sql, transaction_status=transaction_status, single=single)
@@ -73,7 +80,7 @@ class GovernedRelay:
                 self._dp_plan = None
                 return Refuse("25P02", "current transaction is aborted, commands ignored until end of transaction "
                                        "block (no differentially private answer was computed)")
-            answer, self._dp_answer = self._dp_answer, None
+            answer = self._take_answer(verdict.plan)
             if answer is None:
                 raise NeedsDP(verdict.plan)
             self._dp_plan = verdict.plan
@@ -99,6 +106,8 @@ class GovernedRelay:
             verdict = self._judge(sql, transaction_status)
             if isinstance(verdict, Forward):
                 self.prepared.after_sql(sql, self.governor.context_key())
+                if self.dp_statements:  # DEALLOCATE / DISCARD ALL: those statements are gone
+                    self.dp_statements = {n: d for n, d in self.dp_statements.items() if n in self.prepared.protocol}
             out = fe.Query(verdict.sql).encode() if isinstance(verdict, Forward) else self._stand_in_query(verdict)
             self._note(sql, verdict)
             self.syncs_sent += 1
@@ -144,7 +153,7 @@ class GovernedRelay:
 
     def _refreshed_bind(self, name: str, dp: DPStatement, body: bytes) -> bytes:
         """The Bind of a DP statement whose answer is too old: a new answer first (NeedsDP), then re-parse it."""
-        answer, self._dp_answer = self._dp_answer, None
+        answer = self._take_answer(dp.plan)
         if answer is None:
             dp.unused = False
             raise NeedsDP(dp.plan)

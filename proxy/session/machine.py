@@ -301,7 +301,7 @@ class Session:
         if self.state is not State.READY or self._held is None:
             return []
         held, self._held = self._held, None
-        self.governed.answer_dp(event.verdict)
+        self.governed.answer_dp(event.plan, event.verdict)
         out = self._relay_governed(held)
         if self._held is None and self.state is State.READY and len(self._client_buf):
             out += self._relay_client()

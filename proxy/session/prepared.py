@@ -26,7 +26,7 @@ def _name(sql: str, token) -> str | None:
     return None  # U&"..." and friends: don't guess
 
 
-_KEYWORDS = ("prepare", "execute", "deallocate")
+_KEYWORDS = ("prepare", "execute", "deallocate", "discard")
 
 
 def sql_level_ops(sql: str) -> list[tuple[str, str | None]]:
@@ -53,6 +53,8 @@ def sql_level_ops(sql: str) -> list[tuple[str, str | None]]:
             nxt = tokens[i + 1] if i + 1 < len(tokens) else None
             if t.name in ("PREPARE", "EXECUTE") and nxt is not None:
                 ops.append((t.name.lower(), _name(sql, nxt)))
+            elif t.name == "DISCARD" and nxt is not None and nxt.name == "ALL":
+                ops.append(("deallocate_all", None))  # DISCARD ALL deallocates every prepared statement
             elif t.name == "DEALLOCATE" and nxt is not None:
                 if nxt.name == "PREPARE":
                     nxt = tokens[i + 2] if i + 2 < len(tokens) else None
@@ -86,6 +88,7 @@ class PreparedTracker:
                 self.sql[name] = key
             elif op == "deallocate" and name is not None:
                 self.sql.pop(name, None)
+                self.protocol.pop(name, None)  # DEALLOCATE takes protocol-level statements too
             elif op == "deallocate_all":
                 self.sql.clear()
                 self.protocol.clear()  # DEALLOCATE ALL drops protocol-level statements too

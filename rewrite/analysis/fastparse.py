@@ -140,8 +140,9 @@ def parse_fast(sql: str) -> tuple[ast.RawStmt, ...] | None:
     """
     if not sql.isascii():
         return None
-    data = json.loads(parse_sql_json(sql))
+    text = parse_sql_json(sql)  # raises ParseError like pglast.parse_sql
     try:
+        data = json.loads(text)
         out = []
         for s in data.get("stmts") or ():
             if set(s) - {"stmt", "stmt_location", "stmt_len"}:
@@ -150,5 +151,5 @@ def parse_fast(sql: str) -> tuple[ast.RawStmt, ...] | None:
             _SET(raw, "stmt", _node(s["stmt"]) if "stmt" in s else None)
             out.append(raw)
         return tuple(out)
-    except (_Unknown, KeyError, ValueError, TypeError):
-        return None
+    except (_Unknown, KeyError, ValueError, TypeError, RecursionError):
+        return None  # RecursionError: a very deep tree; pglast.parse_sql builds those without recursing

@@ -76,6 +76,8 @@ def _const_type(node: Any) -> str | None:
         tn = node.typeName
         if tn.arrayBounds or tn.typmods:
             return None
+        if len(tn.names) > 1 and not (len(tn.names) == 2 and tn.names[0].sval == "pg_catalog"):
+            return None  # public.int4 could be another type of that name
         return _CAST_TYPES.get(tn.names[-1].sval)
     return None
 

@@ -51,7 +51,7 @@ SECRET = re.compile(r"SECRETNAME\d{4}")
 BACKEND_PHRASES = ("invalid input syntax", "out of range", "division by zero", "pgveil_rows", "pgveil_rn",
                    "row_number", "GREATEST(", "LEAST(", "does not exist")
 CLEAR_STATES = {"0A000", "42501", "42601", "42P10", "42P01", "42704", "22023", "25001", "26000", "XX000", "42883",
-                "42803", "0LP01", "55000", "25006", "34000", "26000"}
+                "42803", "0LP01", "55000", "25006", "34000", "26000", "54001"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -150,6 +150,11 @@ class AttackProxy(DPProxy):
         self.proc = ProxyProcess(self.dir / "pgveil.yaml", dp_env(pg))
         self.port = self.proc.port
 
+    @property
+    def log(self) -> list[str]:
+        """The proxy's output (ProxyProcess drains it, so a full pipe never blocks the proxy)."""
+        return self.proc.output
+
 
 @pytest.fixture(scope="module")
 def big(pg, pums_db):
@@ -158,7 +163,7 @@ def big(pg, pums_db):
 
     with pg_.connect(pg.dsn(), autocommit=True) as su:
         su.execute("ANALYZE public.pums")  # statistics exist: pg_stats / reltuples would now hold real values
-    p = DPProxy(pg, budget=HUGE_BUDGET)
+    p = AttackProxy(pg, budget=HUGE_BUDGET)
     yield p
     p.stop()
 
@@ -286,7 +291,6 @@ PAYLOADS = [
     ("ctid-where", "SELECT count(*) FROM pums WHERE ctid = '(0,1)'", "refuse", None),
     ("xmin-where", "SELECT count(*) FROM pums WHERE xmin::text::int > 0", "refuse", None),
     ("tableoid-regclass", "SELECT count(*) FROM pums WHERE tableoid = 'pums'::regclass", "refuse", None),
-    ("deep-not", "SELECT count(*) FROM pums WHERE " + "NOT " * 2000 + "married", "either", one_count(0, 1100)),
     # Constant errors (the literal alone fails): the exact query fails, the message must be pgveil's own.
     ("const-bad-int", "SELECT count(*) FROM pums WHERE age = 'abc'", "refuse", None),
     ("const-bad-bool", "SELECT count(*) FROM pums WHERE married = 'maybe'", "refuse", None),
@@ -557,6 +561,29 @@ def assert_not_exact_if_targeted(out: Outcome, sql: str) -> None:
         assert_not_exact(out, T_INCOME)
 
 
+NESTED = [
+    "SELECT count(*) FROM pums WHERE " + "NOT " * 2000 + "married",
+    "SELECT count(*) FROM pums WHERE " + "(" * 1500 + "age > 1" + ")" * 1500,
+    "SELECT count(*) FROM pums WHERE " + " AND ".join(f"age <> {i}" for i in range(5000)),
+    "SELECT count(*) FROM pums WHERE age IN (" + ", ".join(str(i) for i in range(20000)) + ")",
+    "SELECT " + "abs(" * 800 + "count(*)" + ")" * 800 + " FROM pums",
+    "SELECT 1 WHERE " + "NOT " * 2000 + "true",  # not even a DP statement
+]
+
+
+@pytest.mark.parametrize("sql", NESTED, ids=["not-chain", "parens", "and-chain", "in-list", "nested-calls", "plain-not"])
+def test_deeply_nested_statements_are_refused_without_killing_the_session(big, sql):
+    with big.connect() as c:
+        out = attempt(c, sql)
+        assert_no_leak(out, sql)
+        # FINDING (fixed): a statement nested a few hundred levels deep killed the session (a RecursionError
+        # escaped from the fast parser); now parse_fast falls back to pglast and the façade denies 54001.
+        assert out.error is None or out.error.sqlstate is not None, f"the session died: {out.error}"
+        if out.error is not None:
+            assert_clear_refusal(out)
+        assert_usable(c)
+
+
 def test_failing_exact_query_does_not_leak_the_backend_message(conn):
     """Constant errors reach the exact aggregate; the client must get pgveil's generic XX000, nothing of the backend."""
     for sql in ("SELECT count(*) FROM pums WHERE age = 'abc'",
@@ -725,19 +752,39 @@ def test_averaging_by_rephrasing_stops_at_the_budget(pg, pums_db):
         p.stop()
 
 
-def test_zero_latency_fresh_noise_is_charged_and_prepared_repeats_are_free(pg, pums_db):
-    p = DPProxy(pg, budget=3.0, latency="0s")
+def test_zero_latency_prepared_statements_are_recharged_not_free(pg, pums_db):
+    """At 0 s every Bind of a named DP statement is re-answered (docs/dp.md): each is charged; past the cap it fails."""
+    p = DPProxy(pg, budget=4.0, latency="0s")
     sql = f"SELECT sum(income) FROM pums WHERE person_id = {T_ID}"
     try:
-        with p.connect(prepare_threshold=None) as c:
-            values = [c.execute(sql).fetchone()[0] for _ in range(2)]
-            assert T_INCOME not in values
-            with p.connect(prepare_threshold=0) as prepared:  # a named prepared statement: one answer, one charge
-                fixed = [prepared.execute(sql).fetchone()[0] for _ in range(10)]
-                assert len(set(fixed)) == 1
-            for _ in range(3):
-                out = attempt(c, sql)
-                assert out.error is not None and out.error.sqlstate == "42501", out.text()
+        with p.connect(prepare_threshold=0) as prepared:
+            values, errors = [], []
+            for _ in range(7):
+                out = attempt(prepared, sql)
+                assert_no_leak(out, sql)
+                if out.ok:
+                    values.append(out.rows[0][0])
+                else:
+                    errors.append(out.error)
+            assert len(values) == 4, (values, [str(e) for e in errors])
+            assert all(e.sqlstate == "42501" and "privacy budget exhausted" in str(e) for e in errors)
+            assert T_INCOME not in values and len(set(values)) > 1
+            assert_usable(prepared)
+        with p.connect() as c:
+            out = attempt(c, sql)
+            assert out.error is not None and out.error.sqlstate == "42501"
+    finally:
+        p.stop()
+
+
+def test_prepared_repeats_within_the_tolerance_are_free(pg, pums_db):
+    p = DPProxy(pg, budget=1.0)
+    sql = f"SELECT sum(income) FROM pums WHERE person_id = {T_ID}"
+    try:
+        with p.connect(prepare_threshold=0) as prepared, p.connect() as plain:
+            values = [prepared.execute(sql).fetchone()[0] for _ in range(10)]
+            values += [plain.execute(sql).fetchone()[0] for _ in range(10)]
+            assert len(set(values)) == 1 and values[0] != T_INCOME
     finally:
         p.stop()
 
@@ -776,15 +823,45 @@ def test_aborted_transaction_does_not_spend_budget_on_answers_never_delivered(pg
             c.autocommit = False
             with pytest.raises(psycopg.Error):
                 c.execute("SELECT 1/0")
+            states = []
             for sql in _distinct_queries(3):
-                with pytest.raises(psycopg.errors.InFailedSqlTransaction):
-                    c.execute(sql)
+                out = attempt(c, sql)
+                assert out.error is not None  # the transaction is aborted: nothing is answered
+                assert_no_leak(out, sql)
+                states.append(out.error.sqlstate)
             c.rollback()
             c.autocommit = True
-            # FINDING: (budget, not privacy) each DP statement sent in an aborted transaction is charged although
-            # the backend rejects its answer; latency 0 makes the loss permanent. See the report.
             answered = sum(attempt(c, sql).ok for sql in _distinct_queries(2, base=30))
-            assert answered == 2, "budget was spent on answers the aborted transaction never delivered"
+            # FINDING (fixed in f1bdb75 while this suite was written): (budget, not privacy) every DP statement sent
+            # inside an aborted transaction was computed and charged although the backend rejected its answer
+            # (states were ['25P02', '25P02', '42501']); at latency 0s the loss was permanent.
+            assert answered == 2, f"budget spent on answers an aborted transaction never delivered: {states}"
+    finally:
+        p.stop()
+
+
+@pytest.mark.xfail(strict=True, reason="known limitation (docs/dp.md, Budget): a DP statement behind an error in the "
+                   "same pipelined sync group is charged although the backend skips it")
+def test_pipeline_after_an_error_does_not_spend_budget_on_skipped_statements(pg, pums_db):
+    """After an error the backend skips the rest of the sync group; pgveil should not pay for answers it skips."""
+    p = DPProxy(pg, budget=2.0, latency="0s")
+    try:
+        with p.connect() as c:
+            with pytest.raises(psycopg.Error):
+                with c.pipeline():
+                    c.execute("SELECT 1/0")
+                    for sql in _distinct_queries(2):
+                        c.execute(sql)
+            assert_usable(c)
+            answered = sum(attempt(c, sql).ok for sql in _distinct_queries(2, base=30))
+            # FINDING: (budget, not privacy) the f1bdb75 fix looks at the transaction status of the last
+            # ReadyForQuery, but within one pipelined sync group the backend skips every message after an error
+            # while pgveil has already computed and charged the DP answers of the Parse messages behind it (they
+            # arrive before the error does). Same class as above; proxy/session/governed.py _judge. Fix idea: charge
+            # when the answer is actually delivered is not possible (the exact query must run first), so compute
+            # DP answers lazily: hold the DP statement until the backend has answered the earlier messages of its
+            # group (no ErrorResponse seen), i.e. suspend on the group's earlier replies before AskDP.
+            assert answered == 2, "budget spent on DP statements the backend skipped after an error in the pipeline"
     finally:
         p.stop()
 
@@ -1011,3 +1088,10 @@ def test_views_children_and_functions_over_the_dp_table(objects_proxy):
 
 def test_payload_count():
     assert len(PAYLOADS) + len(OBJECT_PAYLOADS) >= 60
+
+
+def test_proxy_log_holds_no_row_values(big):
+    """The server-side log (exact-query failures are logged with the backend's message) names no other person."""
+    text = "".join(big.log)
+    leaked = set(SECRET.findall(text)) - {T_NAME}
+    assert not leaked, sorted(leaked)[:5]
