@@ -56,6 +56,10 @@ class Governor:
         self.project: str | None = None
         self._ctx: RewriteContext | None = None
         self._ctx_key: tuple | None = None
+        # context_key() is asked for on every statement and Bind: the last answer, and what it was computed from
+        # (the state object, the holder's generation, purpose, project and validity epoch).
+        self._ck: tuple | None = None
+        self._ck_of: tuple | None = None
         # Verdicts of this session by statement text: the hot path of a repeated statement
         # (pgbench, BI dashboards) is one dict lookup. Keyed by everything a verdict depends on.
         self._verdicts: dict[tuple, Forward | Refuse] = {}
@@ -93,10 +97,18 @@ class Governor:
         validity epoch, and the catalog version: a reload that changes none of them for
         this session leaves its prepared statements valid.
         """
-        state = self.holder.current
+        holder = self.holder
+        state = holder.current
+        policies = state.policies
+        epoch = policies.epoch(time.time()) if policies._edges else 0
+        of = self._ck_of
+        if (of is not None and of[0] is state and of[1] == holder.generation and of[2] == epoch
+                and of[3] == self.purpose and of[4] == self.project):
+            return self._ck
         ctx = self._context(state)
-        return (ctx.subject.fingerprint, state.policies.version, state.policies.epoch(time.time()),
-                state.catalog.version if state.catalog else None)
+        key = (ctx.subject.fingerprint, policies.version, epoch, state.catalog.version if state.catalog else None)
+        self._ck, self._ck_of = key, (state, holder.generation, epoch, self.purpose, self.project)
+        return key
 
     def subject(self, state: PolicyState) -> Subject:
         user = state.config.users.get(self.user)
@@ -125,7 +137,9 @@ class Governor:
         state = self.holder.current
         if state.catalog is None:
             return Refuse("57P03", "pgveil has not loaded the database catalog yet; try again shortly")
-        key = (sql, single, self.holder.generation, self.purpose, self.project, state.policies.epoch(time.time()))
+        policies = state.policies
+        key = (sql, single, self.holder.generation, self.purpose, self.project,
+               policies.epoch(time.time()) if policies._edges else 0)
         known = self._verdicts.get(key)
         if known is not None:
             return known
@@ -141,6 +155,16 @@ class Governor:
         verdicts = rewrite_statements(sql, self._context(state))
         if single and len(verdicts) > 1:
             return Refuse("42601", "cannot insert multiple commands into a prepared statement"), True
+        if len(verdicts) == 1:  # the usual case, without the generic checks below
+            v = verdicts[0]
+            kind = type(v)
+            if kind is Allow:
+                return Forward(sql), True
+            if kind is Rewritten:
+                plan = v.plan
+                return Forward(v.sql, tuple(dict.fromkeys(plan.tables)), tuple(sorted(set(plan.policies)))), True
+            if kind is Deny:
+                return Refuse(v.sqlstate, v.message), True
         for v in verdicts:
             if isinstance(v, Deny):
                 return Refuse(v.sqlstate, v.message), True
