@@ -61,6 +61,10 @@ class Swallow:
     def client_sent(self, tag: bytes) -> None:
         self._sent_in_group = 0 if tag in (b"S", b"Q", b"F") else self._sent_in_group + 1
 
+    def client_sent_many(self, after_last_sync: int, synced: bool) -> None:
+        """``client_sent`` for a run of messages: ``after_last_sync`` of them after its last Sync (if any)."""
+        self._sent_in_group = after_last_sync if synced else self._sent_in_group + after_last_sync
+
     @property
     def opens_group(self) -> bool:
         """True when the next client message is the first of its sync group."""

@@ -19,10 +19,14 @@ from ..wire._fields import frame
 from ..wire.holding import Held, HoldingWalker
 from .governor import AskDP, Forward, Governor, Refuse
 from .dp_statements import SWALLOW_TAGS, DPStatement, Swallow
-from .prepared import PreparedTracker
+from .prepared import PreparedTracker, sql_level_ops
 
 HOLD_ERRORS = frozenset({b"E"})
 _TOKEN_PREFIX = "pgveil_refusal_"
+# Parse messages whose decoding is kept per session (pgbench -M extended, drivers that re-Parse the
+# unnamed statement): how many, and up to which body size.
+_PARSE_CACHE_SIZE = 256
+_PARSE_CACHE_BODY = 8192
 
 
 def _bind_statement(body: bytes) -> str:
@@ -62,6 +66,7 @@ class GovernedRelay:
         self._dp_plan = None  # the plan of the DP answer _judge returned last
         self.dp_statements: dict[str, DPStatement] = {}  # prepared statements holding a DP answer
         self.swallow = Swallow()
+        self._parses: dict[bytes, list] = {}  # Parse body -> [message, SQL-level ops, last verdict, its encoding]
 
     def answer_dp(self, plan, verdict: Forward | Refuse) -> None:
         self._dp_answer = (plan.cache_key, verdict)
@@ -73,8 +78,12 @@ class GovernedRelay:
             return None
         return pending[1]
 
-    def _judge(self, sql: str, transaction_status: str, single: bool = False) -> Forward | Refuse:
-        verdict = self._stale_sql(sql) or self.governor.judge(sql, transaction_status=transaction_status, single=single)
+    def _judge(self, sql: str, transaction_status: str, single: bool = False, ops: list | None = None) -> Forward | Refuse:
+        """The verdict on ``sql``; ``ops``: its ``sql_level_ops``, if known (a stale EXECUTE is refused first)."""
+        if ops is None:
+            ops = sql_level_ops(sql)
+        verdict = (ops and self._stale_sql(sql, ops)) or self.governor.judge(sql, transaction_status=transaction_status,
+                                                                             single=single)
         if isinstance(verdict, AskDP):
             if transaction_status == "E":  # the backend would reject the answer: spend no budget on it
                 self._dp_plan = None
@@ -94,37 +103,33 @@ class GovernedRelay:
 
     # -- client to backend ---------------------------------------------------------------
 
-    def client_message(self, tag: bytes, body: bytes, transaction_status: str) -> bytes:
-        """The bytes to send the backend for one client message (NeedsDP: ask again once answered)."""
+    def client_message(self, tag: bytes, body: bytes, transaction_status: str) -> bytes | None:
+        """The bytes to send the backend for one client message; None: the message as received.
+
+        NeedsDP: ask again once answered.
+        """
         out = self._client_message(tag, body, transaction_status)
         self.swallow.client_sent(tag)
         return out
 
-    def _client_message(self, tag: bytes, body: bytes, transaction_status: str) -> bytes:
+    def _client_message(self, tag: bytes, body: bytes, transaction_status: str) -> bytes | None:
         if tag == b"Q":
             sql = fe.Query.decode(body).sql
-            verdict = self._judge(sql, transaction_status)
+            ops = sql_level_ops(sql)
+            verdict = self._judge(sql, transaction_status, ops=ops)
             if isinstance(verdict, Forward):
-                self.prepared.after_sql(sql, self.governor.context_key())
+                if ops:
+                    self.prepared.after_sql(sql, self.governor.context_key(), ops)
                 if self.dp_statements:  # DEALLOCATE / DISCARD ALL: those statements are gone
                     self.dp_statements = {n: d for n, d in self.dp_statements.items() if n in self.prepared.protocol}
-            out = fe.Query(verdict.sql).encode() if isinstance(verdict, Forward) else self._stand_in_query(verdict)
+                out = fe.Query(verdict.sql).encode()
+            else:
+                out = self._stand_in_query(verdict)
             self._note(sql, verdict)
             self.syncs_sent += 1
             return out
         if tag == b"P":
-            msg = fe.Parse.decode(body)
-            verdict = self._judge(msg.query, transaction_status, single=True)
-            self._note(msg.query, verdict)
-            self.dp_statements.pop(msg.name, None)
-            if isinstance(verdict, Forward):
-                key = self.governor.context_key()
-                self.prepared.protocol[msg.name] = key
-                self.prepared.after_sql(msg.query, key)
-                if self._dp_plan is not None and msg.name:
-                    self.dp_statements[msg.name] = DPStatement(self._dp_plan, msg.param_types, self._dp_expiry())
-                return fe.Parse(msg.name, verdict.sql, msg.param_types).encode()
-            return fe.Parse(msg.name, self._register(verdict), msg.param_types).encode()
+            return self._parse(body, transaction_status)
         if tag == b"F":
             refusal = Refuse("42501", "the function call protocol is not allowed through pgveil")
             self._note("-- FunctionCall message", refusal)
@@ -146,7 +151,63 @@ class GovernedRelay:
                 self.dp_statements.pop(close.name, None)
         elif tag == b"S":
             self.syncs_sent += 1
-        return frame(tag, body)
+        return None
+
+    def _parse(self, body: bytes, transaction_status: str) -> bytes:
+        """A Parse: judged every time; its decoding and the encoding of a verdict are kept per message body."""
+        entry = self._parses.get(body)
+        if entry is None:
+            msg = fe.Parse.decode(body)
+            entry = [msg, sql_level_ops(msg.query), None, b""]  # message, its SQL-level ops, verdict, encoded for it
+            if len(body) <= _PARSE_CACHE_BODY:
+                if len(self._parses) >= _PARSE_CACHE_SIZE:
+                    self._parses.clear()
+                self._parses[body] = entry
+        msg, ops = entry[0], entry[1]
+        verdict = self._judge(msg.query, transaction_status, single=True, ops=ops)
+        self._note(msg.query, verdict)
+        self.dp_statements.pop(msg.name, None)
+        if not isinstance(verdict, Forward):
+            return fe.Parse(msg.name, self._register(verdict), msg.param_types).encode()
+        key = self.governor.context_key()
+        self.prepared.protocol[msg.name] = key
+        if ops:
+            self.prepared.after_sql(msg.query, key, ops)
+        if self._dp_plan is not None and msg.name:
+            self.dp_statements[msg.name] = DPStatement(self._dp_plan, msg.param_types, self._dp_expiry())
+        if entry[2] is not verdict:  # the same verdict object (the governor's cache) encodes the same
+            entry[2], entry[3] = verdict, fe.Parse(msg.name, verdict.sql, msg.param_types).encode()
+        return entry[3]
+
+    def binds_current(self, data: bytes, starts: list[int]) -> bool:
+        """Whether the Bind messages at ``starts`` in ``data`` (whole messages) pass as they are.
+
+        Read-only: the check ``client_message`` makes for a Bind (its statement was not
+        prepared under another policy context), so that a chunk of Binds, Describes,
+        Executes and Syncs can be forwarded without taking the messages apart. False
+        when one is stale or cannot be read, or when a DP statement is prepared (its
+        Binds may need a new answer): then ``client_message`` decides.
+        """
+        if self.dp_statements:
+            return False
+        protocol = self.prepared.protocol
+        if not protocol:
+            return True  # nothing prepared through this relay: no Bind can be stale
+        key = None
+        find = data.find
+        for pos in starts:
+            end = pos + 1 + int.from_bytes(data[pos + 1:pos + 5], "big")
+            portal_end = find(b"\x00", pos + 5, end)
+            name_end = find(b"\x00", portal_end + 1, end) if portal_end >= 0 else -1
+            if name_end < 0:
+                return False  # malformed: the full decoder reports it
+            prepared_under = protocol.get(data[portal_end + 1:name_end].decode("utf-8", "replace"))
+            if prepared_under is not None:
+                if key is None:
+                    key = self.governor.context_key()
+                if prepared_under != key:
+                    return False
+        return True
 
     def _dp_expiry(self) -> float:
         return self.clock() + self._dp_plan.settings.latency_tolerance
@@ -166,8 +227,8 @@ class GovernedRelay:
         return (fe.Close("S", name).encode() + fe.Parse(name, answer.sql, dp.param_types).encode()
                 + frame(b"B", body))
 
-    def _stale_sql(self, sql: str) -> Refuse | None:
-        name = self.prepared.stale_in_sql(sql, self.governor.context_key())
+    def _stale_sql(self, sql: str, ops: list) -> Refuse | None:
+        name = self.prepared.stale_in_sql(sql, self.governor.context_key(), ops)
         return None if name is None else _stale(name)
 
     def _note(self, sql: str, verdict) -> None:

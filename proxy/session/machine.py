@@ -128,6 +128,8 @@ class Session:
 
     def _client_data(self, data: bytes) -> list:
         buf = self._client_buf
+        if self.governed is not None and self.state is State.READY and not buf.pending and self._held is None:
+            return self._relay_governed_chunk(data)
         buf.feed(data)
         if self.state is State.READY:
             return self._relay_client() if self._held is None else []
@@ -294,8 +296,67 @@ class Session:
                 break
             if tag in _SYNC_TAGS:
                 self.in_flight += 1
-            pieces.append(piece)
+            pieces.append(frame(tag, body) if piece is None else piece)
         return [cmd.SendToBackend(b"".join(pieces)), *out] if pieces else out
+
+    def _relay_governed_chunk(self, data: bytes) -> list:
+        """``_relay_client`` + ``_relay_governed`` for a chunk that starts on a message boundary, in place.
+
+        The same steps in the same order, without copying the chunk into the buffer: each
+        message still goes to ``client_message``, and runs of messages it leaves as they are
+        go on as slices of ``data`` instead of being framed again. Only the bytes after the
+        last whole message are buffered.
+        """
+        unpack = _HEADER.unpack_from
+        limit = self._client_buf.max_message_size
+        size = len(data)
+        pos = 0
+        spans = []
+        while size - pos >= 5:  # validate every header first, as take_messages does
+            tag, length = unpack(data, pos)
+            if length < 4 or length > limit:
+                self._client_buf.feed(data)
+                return self._relay_client()  # raises the ProtocolViolation take_messages gives
+            end = pos + 1 + length
+            if end > size:
+                break
+            spans.append((tag, pos, end))
+            pos = end
+        if pos < size:
+            self._client_buf.feed(data[pos:] if pos else data)
+        governed = self.governed
+        pieces: list = []
+        out: list = []
+        run = 0  # start of the bytes not yet in pieces
+        for i, (tag, start, end) in enumerate(spans):
+            if tag != b"X":
+                try:
+                    piece = governed.client_message(tag, data[start + 5:end], self.transaction_status)
+                except NeedsDP as need:
+                    # Suspend: later messages wait (in order) until the answer is in (DPAnswered).
+                    if start > run:
+                        pieces.append(data[run:start])
+                    self._held = [(t, data[s + 5:e]) for t, s, e in spans[i:]]
+                    out = [cmd.AnswerDP(need.plan)]
+                    break
+                if piece is not None:
+                    if start > run:
+                        pieces.append(data[run:start])
+                    pieces.append(piece)
+                    run = end
+            else:
+                pieces.append(data[run:end])
+                run = end
+                out = self._leave("client terminated")
+                break
+            if tag in _SYNC_TAGS:
+                self.in_flight += 1
+        else:
+            if pos > run:
+                pieces.append(data[run:pos] if run or pos < size else data)
+        if not pieces:
+            return out
+        return [cmd.SendToBackend(pieces[0] if len(pieces) == 1 else b"".join(pieces)), *out]
 
     def _dp_answered(self, event: ev.DPAnswered) -> list:
         if self.state is not State.READY or self._held is None:
@@ -325,24 +386,47 @@ class Session:
         Applies when the session is READY, nothing is buffered and ``data`` holds
         only whole messages that need no inspection: then only the headers are
         read, counting the messages that the backend answers with ReadyForQuery.
+        In a governed session that includes Binds whose statement was prepared
+        under the current policy context (``GovernedRelay.binds_current``): the
+        statements themselves were judged when they were parsed.
         """
         if self.state is not _READY or self._client_buf.pending or self._held is not None:
             return None
         unpack = _HEADER.unpack_from
         limit = self.settings.max_message_size
+        inspected = self._inspected
         size = len(data)
         pos = 0
         syncs = 0
+        since_sync = 0  # messages after the last Sync in data
+        binds = None
         while size - pos >= 5:
             tag, length = unpack(data, pos)
-            if tag in self._inspected or length < 4 or length > limit:
+            if length < 4 or length > limit:
                 return None
-            if tag in _SYNC_TAGS:
+            if tag in inspected:
+                if tag != b"B" or self.governed is None:
+                    return None
+                if binds is None:
+                    binds = [pos]
+                else:
+                    binds.append(pos)
+                since_sync += 1
+            elif tag in _SYNC_TAGS:
                 syncs += 1
+                since_sync = 0
+            else:
+                since_sync += 1
             pos += 1 + length
         if pos != size:
             return None
+        if binds is not None and not self.governed.binds_current(data, binds):
+            return None  # a statement prepared under another policy: refused on the general path
         self.in_flight += syncs
+        governed = self.governed
+        if governed is not None:  # what client_message does for these messages
+            governed.syncs_sent += syncs  # only Syncs here: Query and FunctionCall are inspected
+            governed.swallow.client_sent_many(since_sync, syncs > 0)
         return data
 
     def backend_bytes(self, data: bytes) -> bool:

@@ -32,7 +32,10 @@ _KEYWORDS = ("prepare", "execute", "deallocate", "discard")
 def sql_level_ops(sql: str) -> list[tuple[str, str | None]]:
     """(op, name) per PREPARE / EXECUTE / DEALLOCATE statement in ``sql``; op 'deallocate_all' has no name."""
     lowered = sql.lower()
-    if not any(k in lowered for k in _KEYWORDS):
+    for keyword in _KEYWORDS:  # a plain loop: any() over a generator costs more than the search
+        if keyword in lowered:
+            break
+    else:
         return []  # keywords are never escaped: without these letters there is no such statement
     try:
         tokens = list(pg_parser.scan(sql))
@@ -71,9 +74,12 @@ class PreparedTracker:
         self.protocol: dict[str, tuple] = {}
         self.sql: dict[str, tuple] = {}
 
-    def stale_in_sql(self, sql: str, key: tuple) -> str | None:
-        """The name of a stale statement ``sql`` would EXECUTE, or '?' when a name can't be read."""
-        for op, name in sql_level_ops(sql):
+    def stale_in_sql(self, sql: str, key: tuple, ops: list | None = None) -> str | None:
+        """The name of a stale statement ``sql`` would EXECUTE, or '?' when a name can't be read.
+
+        ``ops``: ``sql_level_ops(sql)`` when the caller has it already.
+        """
+        for op, name in sql_level_ops(sql) if ops is None else ops:
             if op == "execute":
                 if name is None:
                     return "?"
@@ -81,9 +87,9 @@ class PreparedTracker:
                     return name
         return None
 
-    def after_sql(self, sql: str, key: tuple) -> None:
-        """Record what an allowed statement text prepares or deallocates."""
-        for op, name in sql_level_ops(sql):
+    def after_sql(self, sql: str, key: tuple, ops: list | None = None) -> None:
+        """Record what an allowed statement text prepares or deallocates (``ops`` as for stale_in_sql)."""
+        for op, name in sql_level_ops(sql) if ops is None else ops:
             if op == "prepare" and name is not None:
                 self.sql[name] = key
             elif op == "deallocate" and name is not None:

@@ -1,0 +1,306 @@
+"""The governed relay's fast paths: the same bytes, refusals and bookkeeping as the general path.
+
+A governed Session (sans-io, a hand-built catalog, no PostgreSQL) is driven two ways with the same
+client messages: chunk by chunk, as the socket hands them over (``client_bytes`` for Bind/Describe/
+Execute/Sync chunks, the in-place chunk relay for the rest), and one byte at a time, which always
+takes the buffered general path. Both must send the backend exactly the same bytes and leave the
+same state. Then the cases a fast path could get wrong on its own: a Bind of a statement prepared
+under another policy, a reload between two Parses of the same text, partial and invalid messages,
+Terminate, and a statement waiting for a DP answer in the middle of a chunk.
+"""
+from __future__ import annotations
+
+import random
+import re
+import types
+
+import pytest
+
+from proxy.config import parse_config
+from proxy.policy_state import PolicyHolder, PolicyState
+from proxy.session import (BackendDataReceived, ClientDataReceived, Close, SendToBackend, SendToClient, Session,
+                           SessionSettings)
+from proxy.session.commands import AnswerDP
+from proxy.session.events import DPAnswered
+from proxy.session.governor import AskDP, Forward
+from proxy.wire import MessageBuffer
+from proxy.wire import backend as be
+from proxy.wire import frontend as fe
+from rewrite.catalog import Catalog, Column, Relation
+
+from .test_session_playbook import DB, VERIFIERS, login
+
+POLICIES = """
+listen: {host: 127.0.0.1, port: 0}
+backend: {dsn: "postgresql://svc@127.0.0.1:5432/appdb", password_env: PGVEIL_FASTPATH_PW}
+keys: {master_key_env: PGVEIL_FASTPATH_KEY}
+users:
+  alice: {password_env: PGVEIL_FASTPATH_PW}
+  bob: {password_env: PGVEIL_FASTPATH_PW}
+tables:
+  public.t: {key: id}
+policies:
+  - name: read-t
+    access: {tables: [public.t, public.u], allow: {users: [alice, bob]}}
+  - name: rows
+    row_filter: {table: public.t, where: "id > 0", for: {users: [alice]}}
+"""
+MASK = """
+  - name: hide-secret
+    mask: {column: public.t.secret, type: constant, value: "-", for: {users: [alice]}}
+"""
+
+SELECT = "SELECT secret FROM t WHERE id = $1"
+OTHER = "SELECT v FROM u WHERE v = $1"
+
+
+def _catalog() -> Catalog:
+    return Catalog.build(DB, [
+        Relation(16001, "public", "t", "table", (Column("id", "integer", "int4"), Column("secret", "text", "text"))),
+        Relation(16002, "public", "u", "table", (Column("v", "integer", "int4"),)),
+    ], operators={(op, "int4", "int4"): True for op in ("=", ">", "<")})
+
+
+def _state(monkeypatch, mask: bool) -> PolicyState:
+    monkeypatch.setenv("PGVEIL_FASTPATH_PW", "pw")
+    monkeypatch.setenv("PGVEIL_FASTPATH_KEY", "k" * 32)
+    config = parse_config(POLICIES + (MASK if mask else ""))
+    return PolicyState.build(config, {}, _catalog())
+
+
+@pytest.fixture
+def holder(monkeypatch):
+    return PolicyHolder(_state(monkeypatch, mask=True))
+
+
+_TOKEN = re.compile(rb"pgveil_refusal_[0-9a-f]{16}")
+
+
+def same(data: bytes) -> bytes:
+    """``data`` with refusal tokens (random, each unique) replaced by one placeholder."""
+    return _TOKEN.sub(b"pgveil_refusal_<token>", data)
+
+
+def session(holder) -> Session:
+    s = Session(SessionSettings(database=DB, verifier_for=VERIFIERS.get, holder=holder), 4242, b"\xde\xad\xbe\xef")
+    login(s, "alice")
+    assert s.governed is not None
+    return s
+
+
+def feed(s: Session, data: bytes) -> bytes:
+    """What the session sends the backend for one client chunk, by whichever path the server would take."""
+    fast = s.client_bytes(data)
+    if fast is not None:
+        return fast
+    return b"".join(c.data for c in s.handle(ClientDataReceived(data)) if isinstance(c, SendToBackend))
+
+
+def feed_bytewise(s: Session, data: bytes) -> bytes:
+    out = []
+    for i in range(len(data)):
+        out += [c.data for c in s.handle(ClientDataReceived(data[i:i + 1])) if isinstance(c, SendToBackend)]
+    return b"".join(out)
+
+
+def answer(s: Session, data: bytes) -> list:
+    return s.handle(BackendDataReceived(data))
+
+
+def messages(data: bytes) -> list:
+    buf = MessageBuffer()
+    buf.feed(data)
+    msgs, raw = buf.take_messages()
+    assert raw == data
+    return [fe.decode(t, b) for t, b in msgs]
+
+
+def parse(name: str, sql: str) -> bytes:
+    return fe.Parse(name, sql, ()).encode()
+
+
+def bind(stmt: str, value: bytes = b"1", portal: str = "") -> bytes:
+    return fe.Bind(portal, stmt, (0,), (value,), (0,)).encode()
+
+
+DESCRIBE, EXECUTE, SYNC, FLUSH = (fe.Describe("P", "").encode(), fe.Execute("", 0).encode(), fe.Sync().encode(),
+                                  fe.Flush().encode())
+
+
+def state_of(s: Session) -> tuple:
+    g = s.governed
+    return (s.in_flight, g.syncs_sent, dict(g.prepared.protocol), dict(g.prepared.sql),
+            sorted((group, err) for group, err in g._refusals.values()), len(s._client_buf), g.swallow._sent_in_group)
+
+
+# -- the same bytes and state either way ---------------------------------------------------------------
+
+
+def _pieces(rnd: random.Random) -> list[bytes]:
+    return [
+        parse("s1", SELECT), parse("", SELECT), parse("s2", OTHER), parse("", "SELECT * FROM nowhere"),
+        parse("s3", "SELECT 1; SELECT 2"), bind("s1", str(rnd.randint(1, 99)).encode()), bind("s2"), bind(""),
+        bind("unknown"), DESCRIBE, EXECUTE, SYNC, FLUSH, fe.Close("S", "s2").encode(), fe.Close("P", "").encode(),
+        fe.Query(f"SELECT secret FROM t WHERE id = {rnd.randint(1, 10**6)}").encode(),
+        fe.Query("PREPARE q AS SELECT secret FROM t").encode(), fe.Query("EXECUTE q").encode(),
+        fe.Query("SELECT pg_read_file('/etc/passwd')").encode(),
+    ]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_chunks_relay_as_the_buffered_path_does(holder, seed):
+    rnd = random.Random(seed)
+    fast, slow = session(holder), session(holder)
+    for _ in range(12):
+        chunk = b"".join(rnd.choice(_pieces(rnd)) for _ in range(rnd.randint(1, 6)))
+        assert same(feed(fast, chunk)) == same(feed_bytewise(slow, chunk))
+        assert state_of(fast) == state_of(slow)
+
+
+def test_prepared_mode_chunks_take_the_raw_path(holder):
+    s = session(holder)
+    assert s.client_bytes(parse("s1", SELECT) + SYNC) is None  # a Parse is always judged
+    feed(s, parse("s1", SELECT) + SYNC)
+    chunk = bind("s1", b"7") + DESCRIBE + EXECUTE + SYNC
+    syncs, in_flight = s.governed.syncs_sent, s.in_flight
+    assert s.client_bytes(chunk) == chunk
+    assert (s.governed.syncs_sent, s.in_flight) == (syncs + 1, in_flight + 1)
+
+
+# -- a Bind never skips the policy check ----------------------------------------------------------------
+
+
+def test_bind_of_a_statement_prepared_under_another_policy_is_refused(holder, monkeypatch):
+    s = session(holder)
+    sent = messages(feed(s, parse("s1", SELECT) + SYNC))
+    assert "hide-secret" not in sent[0].query and "'-'" in sent[0].query  # masked
+    answer(s, b"1\x00\x00\x00\x04" + be.ReadyForQuery("I").encode())
+    ok = bind("s1") + DESCRIBE + EXECUTE + SYNC
+    assert s.client_bytes(ok) == ok
+    holder.swap(_state(monkeypatch, mask=False))  # a reload: the mask is gone
+    chunk = bind("s1") + DESCRIBE + EXECUTE + SYNC
+    assert s.client_bytes(chunk) is None
+    out = messages(feed(s, chunk))
+    assert isinstance(out[0], fe.Parse) and out[0].query.startswith("pgveil_refusal_")  # fails in the Bind's place
+    assert [type(m) for m in out[1:]] == [fe.Describe, fe.Execute, fe.Sync]
+    # the backend's error for the stand-in becomes pgveil's own, in order
+    token = out[0].query
+    err = be.error("42601", f'syntax error at or near "{token}"')
+    shown = [m for c in answer(s, err + be.ReadyForQuery("I").encode()) if isinstance(c, SendToClient)
+             for m in _backend_messages(c.data)]
+    assert shown[0].get("C") == "26000" and "prepared under a different policy" in shown[0].get("M")
+    assert isinstance(shown[1], be.ReadyForQuery)
+
+
+def test_stale_bind_among_current_ones_is_refused(holder, monkeypatch):
+    s = session(holder)
+    feed(s, parse("s1", SELECT) + SYNC)
+    holder.swap(_state(monkeypatch, mask=False))
+    feed(s, parse("s2", SELECT) + SYNC)  # prepared under the new policy
+    chunk = bind("s2") + EXECUTE + bind("s1") + EXECUTE + SYNC
+    assert s.client_bytes(chunk) is None
+    out = messages(feed(s, chunk))
+    assert isinstance(out[0], fe.Bind) and out[0].statement == "s2"
+    assert isinstance(out[2], fe.Parse) and out[2].query.startswith("pgveil_refusal_")
+
+
+def test_context_key_follows_purpose_and_reload(holder, monkeypatch):
+    s = session(holder)
+    g = s.governed.governor
+    k1 = g.context_key()
+    assert g.context_key() is k1  # cached
+    holder.swap(_state(monkeypatch, mask=True))  # same policies, new snapshot: same key, recomputed
+    k2 = g.context_key()
+    assert k2 == k1
+    holder.swap(_state(monkeypatch, mask=False))
+    assert g.context_key() != k1
+    k3 = g.context_key()
+    g.purpose = "Research"  # as choose() sets it: another subject
+    assert g.context_key()[0] != k3[0]
+    g.purpose = None
+    assert g.context_key() == k3
+
+
+# -- Parse: judged every time, even with its encoding kept ------------------------------------------------
+
+
+def test_parse_is_judged_again_after_a_reload(holder, monkeypatch):
+    s = session(holder)
+    first = messages(feed(s, parse("", SELECT) + SYNC))[0].query
+    again = messages(feed(s, parse("", SELECT) + SYNC))[0].query
+    assert first == again and "'-'" in first
+    holder.swap(_state(monkeypatch, mask=False))
+    after = messages(feed(s, parse("", SELECT) + SYNC))[0].query
+    assert after != first and "'-'" not in after
+    holder.swap(_state(monkeypatch, mask=True))
+    assert messages(feed(s, parse("", SELECT) + SYNC))[0].query == first
+
+
+def test_parse_refused_after_a_reload_that_removes_access(holder, monkeypatch):
+    s = session(holder)
+    assert "'-'" in messages(feed(s, parse("", SELECT) + SYNC))[0].query
+    monkeypatch.setenv("PGVEIL_FASTPATH_PW", "pw")
+    config = parse_config(POLICIES.replace("allow: {users: [alice, bob]}", "allow: {users: [bob]}"))
+    holder.swap(PolicyState.build(config, {}, _catalog()))
+    assert messages(feed(s, parse("", SELECT) + SYNC))[0].query.startswith("pgveil_refusal_")
+
+
+# -- framing ------------------------------------------------------------------------------------------------
+
+
+def test_partial_message_at_the_end_of_a_chunk_waits_for_the_rest(holder):
+    s, ref = session(holder), session(holder)
+    data = parse("s1", SELECT) + bind("s1") + EXECUTE + SYNC + fe.Query("SELECT 1").encode()
+    for cut in range(1, len(data)):
+        s, ref = session(holder), session(holder)
+        assert same(feed(s, data[:cut]) + feed(s, data[cut:])) == same(feed_bytewise(ref, data))
+        assert state_of(s) == state_of(ref)
+
+
+def test_invalid_length_in_a_chunk_is_fatal_before_anything_is_judged(holder):
+    s = session(holder)
+    bad = fe.Query("SELECT 1").encode() + b"S\x00\x00\x00\x02"
+    out = s.handle(ClientDataReceived(bad))
+    assert not any(isinstance(c, SendToBackend) for c in out)
+    assert isinstance(out[-1], Close)
+    assert s.governed.syncs_sent == 0
+
+
+def test_terminate_in_a_chunk(holder):
+    s = session(holder)
+    out = s.handle(ClientDataReceived(parse("", SELECT) + SYNC + fe.Terminate().encode() + SYNC))
+    sent = messages(b"".join(c.data for c in out if isinstance(c, SendToBackend)))
+    assert [type(m) for m in sent] == [fe.Parse, fe.Sync, fe.Terminate]
+    assert isinstance(out[-1], Close)
+
+
+# -- a statement waiting for a DP answer in the middle of a chunk -----------------------------------------
+
+
+def test_dp_statement_mid_chunk_holds_the_rest_in_order(holder, monkeypatch):
+    s = session(holder)
+    g = s.governed.governor
+    real = g.judge
+
+    plan = types.SimpleNamespace(cache_key="dp-plan")
+
+    def judge(sql, **kw):
+        return AskDP(plan) if sql == "SELECT dp" else real(sql, **kw)
+
+    monkeypatch.setattr(g, "judge", judge)
+    chunk = bind("x") + EXECUTE + fe.Query("SELECT dp").encode() + fe.Query("SELECT 1").encode()
+    out = s.handle(ClientDataReceived(chunk))
+    assert isinstance(out[-1], AnswerDP)
+    sent = messages(b"".join(c.data for c in out if isinstance(c, SendToBackend)))
+    assert [type(m) for m in sent] == [fe.Bind, fe.Execute]
+    assert s.client_bytes(SYNC) is None  # suspended: nothing overtakes the held statements
+    out = s.handle(DPAnswered(plan, Forward("SELECT 42")))
+    sent = messages(b"".join(c.data for c in out if isinstance(c, SendToBackend)))
+    assert [m.sql for m in sent[:2]] == ["SELECT 42", "SELECT 1"]
+
+
+def _backend_messages(data: bytes) -> list:
+    buf = MessageBuffer()
+    buf.feed(data)
+    msgs, _ = buf.take_messages()
+    return [be.decode(t, b) for t, b in msgs]
