@@ -28,14 +28,18 @@ from .states import TRANSITIONS, State
 
 _HEADER = Struct("!cI")
 _READY = State.READY
-# Client messages the relay must look at itself rather than forward blindly.
-_INSPECTED_TAGS = frozenset({b"X"})
+# Client messages the relay must look at itself rather than forward blindly (type bytes as ints:
+# ``client_bytes`` reads them as ``data[pos]``).
+_INSPECTED_TAGS = frozenset(b"X")
 # ... and for a governed session: every statement and the function-call protocol.
-_GOVERNED_TAGS = frozenset({b"X", b"Q", b"P", b"F", b"B", b"C"})
+_GOVERNED_TAGS = frozenset(b"XQPFBC")
 # ... and for an audited ungoverned session: statements are recorded.
-_AUDITED_TAGS = frozenset({b"X", b"Q", b"P"})
-# Client messages each answered by one ReadyForQuery.
+_AUDITED_TAGS = frozenset(b"XQP")
+# Client messages each answered by one ReadyForQuery (and the same as ints).
 _SYNC_TAGS = frozenset({b"Q", b"S", b"F"})
+_SYNC_INTS = frozenset(b"QSF")
+_BIND = ord("B")
+_UINT32 = Struct("!I")
 
 # Startup parameters that never reach the backend as given: pgveil sets them itself.
 _RESERVED_PARAMS = frozenset({"user", "database", "replication"})
@@ -392,27 +396,29 @@ class Session:
         """
         if self.state is not _READY or self._client_buf.pending or self._held is not None:
             return None
-        unpack = _HEADER.unpack_from
+        unpack = _UINT32.unpack_from
         limit = self.settings.max_message_size
         inspected = self._inspected
         size = len(data)
+        last = size - 5
         pos = 0
         syncs = 0
         since_sync = 0  # messages after the last Sync in data
         binds = None
-        while size - pos >= 5:
-            tag, length = unpack(data, pos)
+        while pos <= last:
+            (length,) = unpack(data, pos + 1)
             if length < 4 or length > limit:
                 return None
+            tag = data[pos]
             if tag in inspected:
-                if tag != b"B" or self.governed is None:
+                if tag != _BIND or self.governed is None:
                     return None
                 if binds is None:
                     binds = [pos]
                 else:
                     binds.append(pos)
                 since_sync += 1
-            elif tag in _SYNC_TAGS:
+            elif tag in _SYNC_INTS:
                 syncs += 1
                 since_sync = 0
             else:
@@ -431,10 +437,14 @@ class Session:
 
     def backend_bytes(self, data: bytes) -> bool:
         """Note backend bytes that the caller forwards as they are; False: use ``handle``."""
-        if self.state is not _READY or not self._walker.idle or (self.governed is not None and self.governed.pending):
+        walker = self._walker
+        governed = self.governed
+        if self.state is not _READY or not walker.idle or (governed is not None and governed.pending):
             return False
-        count, status = self._walker.ready_count(data)
+        count, status = walker.ready_count(data)
         if count:
+            if governed is not None:
+                governed.ready_received += count  # as GovernedRelay.backend_data counts them
             self._ready(count, status)
         return True
 

@@ -159,20 +159,22 @@ class StreamWalker:
                 elif tag == b"D":
                     self.rows_open += 1
             return count, status
-        unpack = _HEADER.unpack_from
+        unpack = _INT32.unpack_from
         size = len(data)
+        last = size - 5
         pos = 0
         count = 0
         status = None
         rows = self.rows_open
-        while size - pos >= 5:
-            tag, length = unpack(data, pos)
+        while pos <= last:
+            (length,) = unpack(data, pos + 1)
             if length < 4:
                 raise ProtocolViolation(f"invalid message length {length} from server")
             end = pos + 1 + length
-            if tag == b"D":
+            tag = data[pos]
+            if tag == 68:  # DataRow
                 rows += 1
-            elif tag == b"Z" and length > 4:
+            elif tag == 90 and length > 4:  # ReadyForQuery
                 if pos + 5 < size:
                     count += 1
                     status = data[pos + 5]
@@ -180,7 +182,7 @@ class StreamWalker:
                         self.rows_done.append(rows)
                         rows = 0
                 else:
-                    self._want_peek = tag
+                    self._want_peek = b"Z"
             if end > size:
                 self._remaining = end - size
                 break
