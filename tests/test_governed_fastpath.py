@@ -304,3 +304,36 @@ def _backend_messages(data: bytes) -> list:
     buf.feed(data)
     msgs, _ = buf.take_messages()
     return [be.decode(t, b) for t, b in msgs]
+
+
+# -- the backend direction ----------------------------------------------------------------------------------
+
+
+READY = be.ReadyForQuery("I").encode()
+
+
+def test_fast_backend_path_counts_ready_for_query_for_the_relay(holder):
+    s = session(holder)
+    feed(s, parse("s1", SELECT) + SYNC)
+    assert s.backend_bytes(b"1\x00\x00\x00\x04" + READY)
+    for _ in range(5):
+        chunk = bind("s1") + EXECUTE + SYNC
+        assert s.client_bytes(chunk) == chunk
+        assert s.backend_bytes(b"2\x00\x00\x00\x04" + be.CommandComplete("SELECT 0").encode() + READY)
+    assert s.governed.ready_received == s.governed.syncs_sent == 6
+    assert s.in_flight == 0
+
+
+def test_skipped_refusal_is_forgotten_after_fast_path_traffic(holder):
+    """A refusal whose stand-in the backend skipped (an earlier error in its group) ends at its ReadyForQuery."""
+    s = session(holder)
+    feed(s, parse("s1", SELECT) + SYNC)
+    s.backend_bytes(b"1\x00\x00\x00\x04" + READY)
+    for _ in range(3):
+        assert s.client_bytes(bind("s1") + EXECUTE + SYNC) is not None
+        assert s.backend_bytes(b"2\x00\x00\x00\x04" + be.CommandComplete("SELECT 0").encode() + READY)
+    out = messages(feed(s, bind("nope") + EXECUTE + parse("", "SELECT * FROM nowhere") + SYNC))
+    assert out[2].query.startswith("pgveil_refusal_") and s.governed.pending
+    # the backend fails the Bind of the unknown statement and skips the rest up to the Sync
+    answer(s, be.error("26000", 'prepared statement "nope" does not exist') + READY)
+    assert not s.governed.pending  # back on the fast path
