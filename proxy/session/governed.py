@@ -114,7 +114,7 @@ class GovernedRelay:
 
     def _client_message(self, tag: bytes, body: bytes, transaction_status: str) -> bytes | None:
         if tag == b"Q":
-            sql = fe.Query.decode(body).sql
+            sql = fe.query_sql(body)
             ops = sql_level_ops(sql)
             verdict = self._judge(sql, transaction_status, ops=ops)
             if isinstance(verdict, Forward):
@@ -122,7 +122,7 @@ class GovernedRelay:
                     self.prepared.after_sql(sql, self.governor.context_key(), ops)
                 if self.dp_statements:  # DEALLOCATE / DISCARD ALL: those statements are gone
                     self.dp_statements = {n: d for n, d in self.dp_statements.items() if n in self.prepared.protocol}
-                out = fe.Query(verdict.sql).encode()
+                out = fe.query_message(verdict.sql)
             else:
                 out = self._stand_in_query(verdict)
             self._note(sql, verdict)

@@ -60,6 +60,7 @@ class Governor:
         # (the state object, the holder's generation, purpose, project and validity epoch).
         self._ck: tuple | None = None
         self._ck_of: tuple | None = None
+        self._plan_lists: tuple = (None, (), ())  # the last Rewritten plan, its tables and policies for Forward
         # Verdicts of this session by statement text: the hot path of a repeated statement
         # (pgbench, BI dashboards) is one dict lookup. Keyed by everything a verdict depends on.
         self._verdicts: dict[tuple, Forward | Refuse] = {}
@@ -162,7 +163,9 @@ class Governor:
                 return Forward(sql), True
             if kind is Rewritten:
                 plan = v.plan
-                return Forward(v.sql, tuple(dict.fromkeys(plan.tables)), tuple(sorted(set(plan.policies)))), True
+                if plan is not self._plan_lists[0]:  # a shape's template gives every statement the same plan
+                    self._plan_lists = (plan, tuple(dict.fromkeys(plan.tables)), tuple(sorted(set(plan.policies))))
+                return Forward(v.sql, self._plan_lists[1], self._plan_lists[2]), True
             if kind is Deny:
                 return Refuse(v.sqlstate, v.message), True
         for v in verdicts:

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ._shared import CopyData, Unknown, empty_message
-from ._fields import INT16, INT32, UINT16, Reader, cstr, frame, maybe_bytes
+from ._fields import HEADER, INT16, INT32, UINT16, Reader, cstr, frame, maybe_bytes
+
+_QUERY_HEADER = HEADER.pack
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,25 @@ class Query:
 
     def encode(self) -> bytes:
         return frame(self.tag, cstr(self.sql))
+
+
+def query_sql(body: bytes) -> str:
+    """``Query.decode(body).sql`` without the objects (the per-statement path of a governed session)."""
+    end = body.find(b"\x00")
+    if end < 0 or end != len(body) - 1:
+        return Query.decode(body).sql  # unterminated, or bytes after the string: the decoder says which
+    try:
+        return body[:end].decode("utf-8")
+    except UnicodeDecodeError:
+        return Query.decode(body).sql  # raises the decoder's ProtocolViolation
+
+
+def query_message(sql: str) -> bytes:
+    """``Query(sql).encode()`` without the object."""
+    text = sql.encode("utf-8")
+    if b"\x00" in text:
+        raise ValueError("protocol strings cannot contain NUL")
+    return _QUERY_HEADER(b"Q", len(text) + 5) + text + b"\x00"
 
 
 @dataclass(frozen=True, slots=True)
