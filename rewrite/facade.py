@@ -276,10 +276,13 @@ def rewrite_statements(sql: str, ctx: RewriteContext, use_cache: bool = True) ->
     """One verdict per statement of ``sql`` (a parse error gives one Deny for the whole text)."""
     if not use_cache:
         return _uncached(sql, ctx)
-    key = ctx.cache_key(sql)
+    cid = shapes.context_id(ctx)
+    key = ctx.cache_key(sql) if cid is None else (sql, shapes.epoch(ctx), cid)
     hit = _cache.get(key)
     if hit is None:
         hit = shapes.rewrite_statements(sql, ctx, _uncached)  # same text up to literals: a template (shapes.py)
+        if type(hit) is shapes.Filled:
+            return list(hit)  # a new literal in a known shape: filling it again costs less than keeping it
         if len(_cache) >= _MAX_CACHE:
             _cache.clear()
         _cache[key] = hit

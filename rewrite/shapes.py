@@ -85,7 +85,9 @@ spelling of its constants.
 """
 from __future__ import annotations
 
+import itertools
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -210,13 +212,51 @@ def _fast_tokens(sql: str) -> tuple[str, list[tuple[str, int, int]]] | None:
     return "".join(parts), slots
 
 
+class Filled(list):
+    """The verdicts of a statement filled into a template: cheap to make again, so not worth an exact-text cache."""
+
+    __slots__ = ()
+
+
+_context_ids: dict[tuple, int] = {}
+_next_context_id = itertools.count(1)
+
+
+def context_id(ctx: Any) -> int | None:
+    """A number standing for everything but the text and the validity epoch that a verdict depends on.
+
+    The subject's fingerprint, policy and catalog versions, search_path, tags and the gates in
+    force: equal tuples get the same number (interned), never reused for another tuple, so
+    ``(text, epoch, context_id(ctx))`` is as good a key as the whole tuple and hashes in a few
+    steps. Kept on the (immutable) context. None when the gates' context is not hashable.
+    """
+    cid = ctx.__dict__.get("_pgveil_context_id")
+    if cid is None:
+        base = (ctx.subject.fingerprint, ctx.policies.version, ctx.catalog.version, ctx.search_path,
+                ctx._tags_fp, ctx.gate, ctx.gate_context)
+        try:
+            cid = _context_ids.get(base)
+        except TypeError:
+            return None
+        if cid is None:
+            if len(_context_ids) >= _MAX_SHAPES:
+                _context_ids.clear()  # numbers already given stay unique: the counter never goes back
+            cid = _context_ids[base] = next(_next_context_id)
+        object.__setattr__(ctx, "_pgveil_context_id", cid)
+    return cid
+
+
+def epoch(ctx: Any) -> int:
+    """The validity epoch ``ctx.cache_key`` puts in its key."""
+    ps = ctx.policies
+    if not ps._edges:
+        return 0
+    return ps.epoch(time.time() if ctx.now is None else ctx.now)
+
+
 def _key(shape: str, ctx: Any) -> tuple | None:
-    key = ctx.cache_key(shape) + (ctx.gate, ctx.gate_context)
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
+    cid = context_id(ctx)
+    return None if cid is None else (shape, epoch(ctx), cid)
 
 
 def rewrite_statements(sql: str, ctx: Any, full: Callable[[str, Any], list]) -> list:
@@ -246,7 +286,7 @@ def rewrite_statements(sql: str, ctx: Any, full: Callable[[str, Any], list]) -> 
     if entry is _NO_TEMPLATE:
         return full(sql, ctx)
     verdict = _fill(entry, sql, slots, sql if fast else None)
-    return [verdict] if verdict is not None else full(sql, ctx)
+    return Filled((verdict,)) if verdict is not None else full(sql, ctx)
 
 
 def _fill(t: Template, sql: str, slots: list[tuple[str, int, int]], check: str | None = None) -> Any:
