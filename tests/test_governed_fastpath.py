@@ -337,3 +337,32 @@ def test_skipped_refusal_is_forgotten_after_fast_path_traffic(holder):
     # the backend fails the Bind of the unknown statement and skips the rest up to the Sync
     answer(s, be.error("26000", 'prepared statement "nope" does not exist') + READY)
     assert not s.governed.pending  # back on the fast path
+
+
+def test_protocol_statements_know_their_shared_key():
+    from proxy.session.prepared import ProtocolStatements
+
+    p = ProtocolStatements()
+    assert p.shared_key() is None
+    p["a"] = ("k1",)
+    assert p.shared_key() == ("k1",)
+    p["b"] = ("k1",)
+    assert p.shared_key() == ("k1",)
+    p["c"] = ("k2",)
+    assert p.shared_key() is None
+    for change in (lambda: p.pop("c"), lambda: p.update(d=("k3",)), lambda: p.setdefault("e", ("k3",)),
+                   lambda: p.__delitem__("a"), lambda: p.__ior__({"f": ("k4",)}), lambda: p.popitem(), p.clear):
+        before = dict(p)
+        change()
+        keys = set(p.values())
+        assert p.shared_key() == (next(iter(keys)) if len(keys) == 1 else None), (before, dict(p))
+
+
+def test_malformed_bind_takes_the_general_path(holder):
+    s = session(holder)
+    bad = b"B\x00\x00\x00\x08abcd" + SYNC  # no string terminators
+    assert s.client_bytes(bad) is None
+    feed(s, parse("s1", SELECT) + SYNC)
+    assert s.client_bytes(bad) is None
+    out = s.handle(ClientDataReceived(bad))
+    assert isinstance(out[-1], Close)  # the decoder's ProtocolViolation: FATAL

@@ -179,8 +179,8 @@ class GovernedRelay:
             entry[2], entry[3] = verdict, fe.Parse(msg.name, verdict.sql, msg.param_types).encode()
         return entry[3]
 
-    def binds_current(self, data: bytes, starts: list[int]) -> bool:
-        """Whether the Bind messages at ``starts`` in ``data`` (whole messages) pass as they are.
+    def binds_current(self, data: bytes, spans: list[int]) -> bool:
+        """Whether the Bind messages in ``data`` (whole messages, ``spans``: start, end, start, end...) pass as they are.
 
         Read-only: the check ``client_message`` makes for a Bind (its statement was not
         prepared under another policy context), so that a chunk of Binds, Describes,
@@ -191,16 +191,22 @@ class GovernedRelay:
         if self.dp_statements:
             return False
         protocol = self.prepared.protocol
-        if not protocol:
-            return True  # nothing prepared through this relay: no Bind can be stale
         key = None
+        # Every statement prepared under the current context (or none prepared): no name can be stale.
+        check = bool(protocol)
+        if check:
+            key = self.governor.context_key()
+            check = protocol.shared_key() != key
         find = data.find
-        for pos in starts:
-            end = pos + 1 + int.from_bytes(data[pos + 1:pos + 5], "big")
-            portal_end = find(b"\x00", pos + 5, end)
+        for i in range(0, len(spans), 2):
+            pos, end = spans[i], spans[i + 1]
+            # the portal name (usually empty), then the statement name
+            portal_end = pos + 5 if end > pos + 5 and data[pos + 5] == 0 else find(b"\x00", pos + 5, end)
             name_end = find(b"\x00", portal_end + 1, end) if portal_end >= 0 else -1
             if name_end < 0:
                 return False  # malformed: the full decoder reports it
+            if not check:
+                continue
             prepared_under = protocol.get(data[portal_end + 1:name_end].decode("utf-8", "replace"))
             if prepared_under is not None:
                 if key is None:

@@ -414,9 +414,9 @@ class Session:
                 if tag != _BIND or self.governed is None:
                     return None
                 if binds is None:
-                    binds = [pos]
+                    binds = [pos, pos + 1 + length]
                 else:
-                    binds.append(pos)
+                    binds += (pos, pos + 1 + length)
                 since_sync += 1
             elif tag in _SYNC_INTS:
                 syncs += 1

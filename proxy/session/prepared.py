@@ -69,9 +69,67 @@ def sql_level_ops(sql: str) -> list[tuple[str, str | None]]:
     return ops
 
 
+_UNKNOWN = object()
+
+
+class ProtocolStatements(dict):
+    """Protocol-level statement name -> the context key it was prepared under.
+
+    A dict that also knows the one key all its statements share, if they do
+    (``shared_key``, worked out again after any change): while it equals the
+    current context key, no Bind can name a stale statement.
+    """
+
+    __slots__ = ("_shared",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shared = _UNKNOWN
+
+    def shared_key(self) -> tuple | None:
+        """The context key every statement here was prepared under; None if empty or mixed."""
+        shared = self._shared
+        if shared is _UNKNOWN:
+            keys = set(self.values())
+            shared = self._shared = next(iter(keys)) if len(keys) == 1 else None
+        return shared
+
+    def __setitem__(self, name, key) -> None:
+        self._shared = _UNKNOWN
+        super().__setitem__(name, key)
+
+    def __delitem__(self, name) -> None:
+        self._shared = _UNKNOWN
+        super().__delitem__(name)
+
+    def __ior__(self, other):
+        self._shared = _UNKNOWN
+        return super().__ior__(other)
+
+    def pop(self, *args):
+        self._shared = _UNKNOWN
+        return super().pop(*args)
+
+    def popitem(self):
+        self._shared = _UNKNOWN
+        return super().popitem()
+
+    def clear(self) -> None:
+        self._shared = _UNKNOWN
+        super().clear()
+
+    def update(self, *args, **kw) -> None:
+        self._shared = _UNKNOWN
+        super().update(*args, **kw)
+
+    def setdefault(self, name, key=None):
+        self._shared = _UNKNOWN
+        return super().setdefault(name, key)
+
+
 class PreparedTracker:
     def __init__(self) -> None:
-        self.protocol: dict[str, tuple] = {}
+        self.protocol = ProtocolStatements()
         self.sql: dict[str, tuple] = {}
 
     def stale_in_sql(self, sql: str, key: tuple, ops: list | None = None) -> str | None:
