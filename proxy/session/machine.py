@@ -28,18 +28,14 @@ from .states import TRANSITIONS, State
 
 _HEADER = Struct("!cI")
 _READY = State.READY
-# Client messages the relay must look at itself rather than forward blindly (type bytes as ints:
-# ``client_bytes`` reads them as ``data[pos]``).
-_INSPECTED_TAGS = frozenset(b"X")
+# Client messages the relay must look at itself rather than forward blindly.
+_INSPECTED_TAGS = frozenset({b"X"})
 # ... and for a governed session: every statement and the function-call protocol.
-_GOVERNED_TAGS = frozenset(b"XQPFBC")
+_GOVERNED_TAGS = frozenset({b"X", b"Q", b"P", b"F", b"B", b"C"})
 # ... and for an audited ungoverned session: statements are recorded.
-_AUDITED_TAGS = frozenset(b"XQP")
-# Client messages each answered by one ReadyForQuery (and the same as ints).
+_AUDITED_TAGS = frozenset({b"X", b"Q", b"P"})
+# Client messages each answered by one ReadyForQuery.
 _SYNC_TAGS = frozenset({b"Q", b"S", b"F"})
-_SYNC_INTS = frozenset(b"QSF")
-_BIND = ord("B")
-_UINT32 = Struct("!I")
 
 # Startup parameters that never reach the backend as given: pgveil sets them itself.
 _RESERVED_PARAMS = frozenset({"user", "database", "replication"})
@@ -390,35 +386,57 @@ class Session:
         Applies when the session is READY, nothing is buffered and ``data`` holds
         only whole messages that need no inspection: then only the headers are
         read, counting the messages that the backend answers with ReadyForQuery.
-        In a governed session that includes Binds whose statement was prepared
-        under the current policy context (``GovernedRelay.binds_current``): the
-        statements themselves were judged when they were parsed.
+        A governed session has its own loop (``_governed_bytes``).
         """
         if self.state is not _READY or self._client_buf.pending or self._held is not None:
             return None
-        unpack = _UINT32.unpack_from
+        if self.governed is not None:
+            return self._governed_bytes(data)
+        unpack = _HEADER.unpack_from
+        limit = self.settings.max_message_size
+        size = len(data)
+        pos = 0
+        syncs = 0
+        while size - pos >= 5:
+            tag, length = unpack(data, pos)
+            if tag in self._inspected or length < 4 or length > limit:
+                return None
+            if tag in _SYNC_TAGS:
+                syncs += 1
+            pos += 1 + length
+        if pos != size:
+            return None
+        self.in_flight += syncs
+        return data
+
+    def _governed_bytes(self, data: bytes) -> bytes | None:
+        """``client_bytes`` of a governed session: Binds pass too, if ``GovernedRelay.binds_current`` says so.
+
+        The statements they bind were judged when they were parsed; a Bind whose statement
+        was prepared under another policy context sends the chunk to the general path,
+        which refuses it in order. Queries, Parses, Closes and FunctionCalls always go there.
+        """
+        unpack = _HEADER.unpack_from
         limit = self.settings.max_message_size
         inspected = self._inspected
         size = len(data)
-        last = size - 5
         pos = 0
         syncs = 0
         since_sync = 0  # messages after the last Sync in data
-        binds = None
-        while pos <= last:
-            (length,) = unpack(data, pos + 1)
+        binds = None  # start, end of each Bind
+        while size - pos >= 5:
+            tag, length = unpack(data, pos)
             if length < 4 or length > limit:
                 return None
-            tag = data[pos]
             if tag in inspected:
-                if tag != _BIND or self.governed is None:
+                if tag != b"B":
                     return None
                 if binds is None:
                     binds = [pos, pos + 1 + length]
                 else:
                     binds += (pos, pos + 1 + length)
                 since_sync += 1
-            elif tag in _SYNC_INTS:
+            elif tag == b"S":  # Query and FunctionCall, the other sync messages, are inspected
                 syncs += 1
                 since_sync = 0
             else:
@@ -426,13 +444,12 @@ class Session:
             pos += 1 + length
         if pos != size:
             return None
-        if binds is not None and not self.governed.binds_current(data, binds):
+        governed = self.governed
+        if binds is not None and not governed.binds_current(data, binds):
             return None  # a statement prepared under another policy: refused on the general path
         self.in_flight += syncs
-        governed = self.governed
-        if governed is not None:  # what client_message does for these messages
-            governed.syncs_sent += syncs  # only Syncs here: Query and FunctionCall are inspected
-            governed.swallow.client_sent_many(since_sync, syncs > 0)
+        governed.syncs_sent += syncs  # what client_message does for these messages
+        governed.swallow.client_sent_many(since_sync, syncs > 0)
         return data
 
     def backend_bytes(self, data: bytes) -> bool:

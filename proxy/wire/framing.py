@@ -159,22 +159,20 @@ class StreamWalker:
                 elif tag == b"D":
                     self.rows_open += 1
             return count, status
-        unpack = _INT32.unpack_from
+        unpack = _HEADER.unpack_from
         size = len(data)
-        last = size - 5
         pos = 0
         count = 0
         status = None
         rows = self.rows_open
-        while pos <= last:
-            (length,) = unpack(data, pos + 1)
+        while size - pos >= 5:
+            tag, length = unpack(data, pos)
             if length < 4:
                 raise ProtocolViolation(f"invalid message length {length} from server")
             end = pos + 1 + length
-            tag = data[pos]
-            if tag == 68:  # DataRow
+            if tag == b"D":
                 rows += 1
-            elif tag == 90 and length > 4:  # ReadyForQuery
+            elif tag == b"Z" and length > 4:
                 if pos + 5 < size:
                     count += 1
                     status = data[pos + 5]
@@ -182,7 +180,7 @@ class StreamWalker:
                         self.rows_done.append(rows)
                         rows = 0
                 else:
-                    self._want_peek = b"Z"
+                    self._want_peek = tag
             if end > size:
                 self._remaining = end - size
                 break
