@@ -137,6 +137,10 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", type=Path, help="keep the embedded server's data here and reuse it next time "
                                                  "(default: a temporary dir, removed at the end)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
+    p.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                   help="also run pgveil (and pgveil-governed) from another checkout, e.g. a `git worktree` of main, "
+                        "as targets pgveil@base and pgveil-governed@base in the same interleaved rounds: before/after "
+                        "figures under the same conditions")
     args = p.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -201,6 +205,16 @@ def main(argv=None) -> int:
                 except Exception as exc:  # the report says so; the run goes on
                     explained = f"could not explain the governed statement: {type(exc).__name__}: {exc}"
                 say("governed " + explained)
+            if args.baseline is not None:
+                checkout = args.baseline.expanduser().absolute()
+                if not (checkout / "proxy" / "__main__.py").exists():
+                    raise SystemExit(f"--baseline {checkout}: not a pgveil checkout")
+                for name in ("pgveil", "pgveil-governed"):
+                    if name in args.targets:
+                        port, pid, password = start_pgveil(pg, base / f"{name}@base", stack, name == "pgveil-governed",
+                                                           repo=checkout)
+                        load.roots.append(pid)
+                        targets.append(Target(f"{name}@base", port, PGVEIL_USER, password, pid))
             if "relay" in args.targets:
                 port, pid = start_relay(pg, stack)
                 targets.append(Target("relay", port, pg.role, pg.role_password, pid))

@@ -148,7 +148,8 @@ def summarize(runs: list[Run], modes: list[str], targets: list[str]) -> list[Row
 
 def render(rows: list[Row]) -> str:
     ratio = lambda x: f"{x:.2f}" if x is not None else "-"  # noqa: E731
-    head = (f"{'mode':<9} {'target':<15} {'tps (median)':>12} {'tps min-max':>15} {'latency ms':>10} {'/direct':>8} "
+    w = max([15] + [len(r.target) for r in rows])
+    head = (f"{'mode':<9} {'target':<{w}} {'tps (median)':>12} {'tps min-max':>15} {'latency ms':>10} {'/direct':>8} "
             f"{'/pgbouncer':>10} {'proxy cpu us/txn':>16} {'others cpu%':>11}")
     lines = [head, "-" * len(head)]
     last = None
@@ -156,7 +157,7 @@ def render(rows: list[Row]) -> str:
         if last is not None and r.mode != last:
             lines.append("")
         last = r.mode
-        lines.append(f"{r.mode:<9} {r.target:<15} {r.tps:>12.0f} {f'{r.tps_min:.0f}-{r.tps_max:.0f}':>15} "
+        lines.append(f"{r.mode:<9} {r.target:<{w}} {r.tps:>12.0f} {f'{r.tps_min:.0f}-{r.tps_max:.0f}':>15} "
                      f"{r.latency_ms:>10.3f} {ratio(r.vs_direct):>8} {ratio(r.vs_pgbouncer):>10} "
                      f"{'-' if r.proxy_user_us is None else f'{r.proxy_user_us:.1f}+{r.proxy_sys_us:.1f}':>16} "
                      f"{'-' if r.other_cpu_pct is None else f'{r.other_cpu_pct:.1f}':>11}")

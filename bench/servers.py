@@ -227,7 +227,9 @@ policies:
 """
 
 
-def start_pgveil(pg: Postgres, workdir: Path, stack: ExitStack, governed: bool = False) -> tuple[int, int, str]:
+def start_pgveil(pg: Postgres, workdir: Path, stack: ExitStack, governed: bool = False,
+                 repo: Path | None = None) -> tuple[int, int, str]:
+    """pgveil as its own process; ``repo``: run another checkout's code (``--baseline``), default this one."""
     workdir.mkdir(mode=0o700)
     password = secrets.token_urlsafe(18)
     config = workdir / "pgveil.yaml"
@@ -244,12 +246,14 @@ users:
 {user}""" + (GOVERNED_POLICIES % {"user": PGVEIL_USER} if governed else "")
     )
     env = dict(os.environ, PGVEIL_BENCH_BACKEND_PASSWORD=pg.role_password, PGVEIL_BENCH_USER_PASSWORD=password)
+    if repo is not None:  # its own code first, whatever is installed or on PYTHONPATH
+        env["PYTHONPATH"] = os.pathsep.join([str(repo)] + [p for p in [env.get("PYTHONPATH")] if p])
     log = workdir / "pgveil.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--config", str(config)], stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=REPO,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=repo or REPO,
                                 start_new_session=True)
-    name = "pgveil-governed" if governed else "pgveil"
+    name = ("pgveil-governed" if governed else "pgveil") + ("@base" if repo is not None else "")
     stack.callback(lambda: (say(f"stopping {name}"), _stop_process(proc, name)))
 
     def listening() -> int | None:
