@@ -286,6 +286,7 @@ class Session:
                 out = self._leave("client terminated")
                 break
             try:
+                self.governed.in_flight = self.in_flight
                 piece = self.governed.client_message(tag, body, self.transaction_status)
             except NeedsDP as need:
                 # Suspend: later messages wait (in order) until the answer is in (DPAnswered).
