@@ -188,8 +188,45 @@ def test_prepared_statements_do_not_outlive_the_purpose_they_were_rewritten_for(
         q = "SELECT count(*) FROM patients WHERE patient_id > %s"
         assert conn.execute(q, (0,)).fetchone()[0] > 0  # a named server-side statement, cached by psycopg
         conn.execute("RESET pgveil.purpose")
-        with pytest.raises(psycopg.errors.InvalidSqlStatementName, match="prepared under a different"):
+        # judged again under no purpose when it is next bound: refused for the real reason
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="purpose"):
             conn.execute(q, (0,))
+        conn.execute("SET pgveil.purpose = 'Research.Marketing'")
+        assert conn.execute(q, (0,)).fetchone()[0] > 0  # and prepared again once allowed
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_prepared_statements_follow_a_reload_transparently(clinic):
+    """psycopg's auto-prepared statement after a policy reload: re-judged and re-prepared, no error."""
+    proc, path = clinic
+    original = path.read_text()
+    try:
+        with connect(clinic, "alice", prepare_threshold=0) as conn:
+            q = "SELECT count(*) FROM claims WHERE claim_id > %s"
+            _wait_for(lambda: conn.execute("SELECT count(*) FROM claims").fetchone() == (2,))  # earlier reloads done
+            assert conn.execute(q, (0,)).fetchone() == (2,)  # prepared (Missouri only)
+            config = yaml.safe_load(original)
+            config["users"]["alice"]["attributes"]["office_location"] = ["Ohio"]
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            deadline = time.monotonic() + 10
+            while conn.execute(q, (0,)).fetchone() != (1,):  # the same prepared statement, the new filter
+                assert time.monotonic() < deadline, "reload did not apply to the prepared statement"
+                time.sleep(0.2)
+            with conn.pipeline():
+                a = conn.execute(q, (0,))
+                b = conn.execute("SELECT 'after'")
+            assert a.fetchone() == (1,) and b.fetchone() == ("after",)
+    finally:
+        path.write_text(original)
+        with connect(clinic, "alice", prepare_threshold=None) as conn:  # leave the proxy as the next tests expect
+            _wait_for(lambda: conn.execute("SELECT count(*) FROM claims").fetchone() == (2,))
+
+
+def _wait_for(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the proxy did not reload in time"
+        time.sleep(0.2)
 
 
 def test_asyncpg_as_a_governed_user(clinic):

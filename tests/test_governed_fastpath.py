@@ -123,6 +123,7 @@ def bind(stmt: str, value: bytes = b"1", portal: str = "") -> bytes:
     return fe.Bind(portal, stmt, (0,), (value,), (0,)).encode()
 
 
+READY = be.ReadyForQuery("I").encode()
 DESCRIBE, EXECUTE, SYNC, FLUSH = (fe.Describe("P", "").encode(), fe.Execute("", 0).encode(), fe.Sync().encode(),
                                   fe.Flush().encode())
 
@@ -130,7 +131,8 @@ DESCRIBE, EXECUTE, SYNC, FLUSH = (fe.Describe("P", "").encode(), fe.Execute("", 
 def state_of(s: Session) -> tuple:
     g = s.governed
     return (s.in_flight, g.syncs_sent, dict(g.prepared.protocol), dict(g.prepared.sql),
-            sorted((group, err) for group, err in g._refusals.values()), len(s._client_buf), g.swallow._sent_in_group)
+            sorted((group, err) for group, err in g._refusals.values()), len(s._client_buf), g.swallow._pc_in_group, list(g.swallow._ahead),
+            dict(g.prepared.sources))
 
 
 # -- the same bytes and state either way ---------------------------------------------------------------
@@ -170,29 +172,50 @@ def test_prepared_mode_chunks_take_the_raw_path(holder):
 # -- a Bind never skips the policy check ----------------------------------------------------------------
 
 
-def test_bind_of_a_statement_prepared_under_another_policy_is_refused(holder, monkeypatch):
+def test_bind_of_a_statement_prepared_under_another_policy_is_prepared_again(holder, monkeypatch):
+    """A stale Bind never passes as it is: the general path judges the statement again (and re-prepares it)."""
     s = session(holder)
     sent = messages(feed(s, parse("s1", SELECT) + SYNC))
-    assert "hide-secret" not in sent[0].query and "'-'" in sent[0].query  # masked
-    answer(s, b"1\x00\x00\x00\x04" + be.ReadyForQuery("I").encode())
+    assert "'-'" in sent[0].query  # masked
+    answer(s, b"1\x00\x00\x00\x04" + READY)
     ok = bind("s1") + DESCRIBE + EXECUTE + SYNC
     assert s.client_bytes(ok) == ok
+    answer(s, b"2\x00\x00\x00\x04" + be.CommandComplete("SELECT 0").encode() + READY)
     holder.swap(_state(monkeypatch, mask=False))  # a reload: the mask is gone
+    chunk = bind("s1") + DESCRIBE + EXECUTE + SYNC
+    assert s.client_bytes(chunk) is None
+    out = messages(feed(s, chunk))
+    assert [type(m) for m in out] == [fe.Close, fe.Parse, fe.Bind, fe.Describe, fe.Execute, fe.Sync]
+    assert out[1].name == "s1" and "'-'" not in out[1].query  # rewritten under the new policy
+    shown = [m for c in answer(s, b"3\x00\x00\x00\x04" + b"1\x00\x00\x00\x04" + b"2\x00\x00\x00\x04"
+                                  + be.CommandComplete("SELECT 0").encode() + READY)
+             if isinstance(c, SendToClient) for m in _backend_messages(c.data)]
+    assert [type(m).__name__ for m in shown][-2:] == ["CommandComplete", "ReadyForQuery"]
+    assert not any(type(m).__name__ in ("CloseComplete", "ParseComplete") for m in shown)
+    assert s.client_bytes(ok) == ok  # prepared under the current policy now: the fast path again
+
+
+def test_stale_bind_refused_under_the_new_policy(holder, monkeypatch):
+    s = session(holder)
+    feed(s, parse("s1", SELECT) + SYNC)
+    answer(s, b"1\x00\x00\x00\x04" + READY)
+    monkeypatch.setenv("PGVEIL_FASTPATH_PW", "pw")
+    config = parse_config(POLICIES.replace("allow: {users: [alice, bob]}", "allow: {users: [bob]}"))
+    holder.swap(PolicyState.build(config, {}, _catalog()))
     chunk = bind("s1") + DESCRIBE + EXECUTE + SYNC
     assert s.client_bytes(chunk) is None
     out = messages(feed(s, chunk))
     assert isinstance(out[0], fe.Parse) and out[0].query.startswith("pgveil_refusal_")  # fails in the Bind's place
     assert [type(m) for m in out[1:]] == [fe.Describe, fe.Execute, fe.Sync]
-    # the backend's error for the stand-in becomes pgveil's own, in order
     token = out[0].query
     err = be.error("42601", f'syntax error at or near "{token}"')
-    shown = [m for c in answer(s, err + be.ReadyForQuery("I").encode()) if isinstance(c, SendToClient)
-             for m in _backend_messages(c.data)]
-    assert shown[0].get("C") == "26000" and "prepared under a different policy" in shown[0].get("M")
+    shown = [m for c in answer(s, err + READY) if isinstance(c, SendToClient) for m in _backend_messages(c.data)]
+    assert shown[0].get("C") not in (None, "42601") and token not in (shown[0].get("M") or "")
     assert isinstance(shown[1], be.ReadyForQuery)
+    assert s.client_bytes(chunk) is None  # still not current: every Bind of it goes to the general path
 
 
-def test_stale_bind_among_current_ones_is_refused(holder, monkeypatch):
+def test_stale_bind_among_current_ones_takes_the_general_path(holder, monkeypatch):
     s = session(holder)
     feed(s, parse("s1", SELECT) + SYNC)
     holder.swap(_state(monkeypatch, mask=False))
@@ -201,7 +224,7 @@ def test_stale_bind_among_current_ones_is_refused(holder, monkeypatch):
     assert s.client_bytes(chunk) is None
     out = messages(feed(s, chunk))
     assert isinstance(out[0], fe.Bind) and out[0].statement == "s2"
-    assert isinstance(out[2], fe.Parse) and out[2].query.startswith("pgveil_refusal_")
+    assert not isinstance(out[2], fe.Bind)  # s1 is not bound as it was: prepared again or refused
 
 
 def test_context_key_follows_purpose_and_reload(holder, monkeypatch):
@@ -308,8 +331,6 @@ def _backend_messages(data: bytes) -> list:
 
 # -- the backend direction ----------------------------------------------------------------------------------
 
-
-READY = be.ReadyForQuery("I").encode()
 
 
 def test_fast_backend_path_counts_ready_for_query_for_the_relay(holder):

@@ -41,56 +41,68 @@ class DPStatement:
 class Swallow:
     """Drops the CloseComplete and ParseComplete that pgveil's own Close + Parse cause.
 
-    pgveil injects only before a Bind that opens its sync group (what drivers
-    send for a prepared statement: Bind, Execute, Sync), so the injected pair is
-    answered first in that group: the group's first CloseComplete and first
-    ParseComplete are dropped. While that is pending, every CloseComplete,
-    ParseComplete and ReadyForQuery is held so the groups can be followed.
+    pgveil injects only before a Bind with no Parse or Close sent before it in its sync group (what
+    drivers send for a prepared statement: Bind, Execute, Sync), so the injected pair gets the group's
+    first CloseComplete and first ParseComplete. Which group that is, is counted from the backend's
+    side: the session's unanswered Syncs and Queries (``in_flight``) are the ReadyForQuery messages to
+    see before it. While a drop is pending, every CloseComplete, ParseComplete and ReadyForQuery is held
+    so the groups can be followed.
     """
 
     def __init__(self) -> None:
-        self._sent_in_group = 0  # client messages sent in the client's current sync group
-        self._drop: set[int] = set()  # groups whose first CloseComplete + ParseComplete are pgveil's
-        self._group_rx = 0  # the group the backend is answering
-        self._seen: set[bytes] = set()  # reply tags already seen in that group
+        self._pc_in_group = False  # a Parse or Close went out in the client's current sync group
+        self._ahead: list[int] = []  # per pending injection: ReadyForQuery messages still to come before its group
+        self._seen: set[bytes] = set()  # reply tags seen in the group the backend is answering
 
     @property
     def pending(self) -> bool:
-        return bool(self._drop)
+        return bool(self._ahead)
 
     def client_sent(self, tag: bytes) -> None:
-        self._sent_in_group = 0 if tag in (b"S", b"Q", b"F") else self._sent_in_group + 1
+        if tag in (b"S", b"Q", b"F"):
+            self._pc_in_group = False
+        elif tag in (b"P", b"C"):
+            self._pc_in_group = True
 
-    def client_sent_many(self, after_last_sync: int, synced: bool) -> None:
-        """``client_sent`` for a run of messages: ``after_last_sync`` of them after its last Sync (if any)."""
-        self._sent_in_group = after_last_sync if synced else self._sent_in_group + after_last_sync
+    def client_sent_run(self, synced: bool) -> None:
+        """``client_sent`` for a run of messages without Parse or Close; ``synced``: one of them was a Sync."""
+        if synced:
+            self._pc_in_group = False
 
     @property
     def opens_group(self) -> bool:
-        """True when the next client message is the first of its sync group."""
-        return self._sent_in_group == 0
+        """No Parse or Close before the next message in its sync group (False when unsure: no injection)."""
+        return not self._pc_in_group
 
-    def inject(self, group: int, ready_received: int) -> None:
-        """pgveil sends Close(S) + Parse at the start of ``group``; the backend has answered ``ready_received`` groups."""
-        if not self._drop:
-            self._group_rx, self._seen = ready_received, set()
-        self._drop.add(group)
+    def inject(self, in_flight: int) -> None:
+        """pgveil sends Close(S) + Parse now; ``in_flight`` groups sent before are not answered yet."""
+        if not self._ahead:
+            self._seen = set()
+        self._ahead.append(in_flight)
+
+    def ready_passed(self, count: int) -> None:
+        """ReadyForQuery messages that went through without being held (their header came before the drop)."""
+        for _ in range(count):
+            self._next_group()
+
+    def _next_group(self) -> None:
+        # An injection whose group ends here without both replies had them skipped after an error.
+        self._ahead = [n - 1 for n in self._ahead if n > 0]
+        self._seen = set()
 
     def filter(self, held: Held, walker) -> tuple[bytes | None, int | None]:
         """The bytes to pass for a held reply (None: drop it), and the ReadyForQuery status if it was one."""
         tag = held.data[:1]
         if tag == b"Z":
-            self._drop.discard(self._group_rx)  # an error before the injected pair: no reply came for it
-            self._group_rx += 1
-            self._seen = set()
+            self._next_group()
             if walker.count_rows:  # what the walker does for a ReadyForQuery it counts itself
                 walker.rows_done.append(walker.rows_open)
                 walker.rows_open = 0
             return held.data, held.data[5]
         first = tag not in self._seen
         self._seen.add(tag)
-        if first and self._group_rx in self._drop:
+        if first and self._ahead and self._ahead[0] == 0:
             if tag == b"1":
-                self._drop.discard(self._group_rx)  # the pair is complete: Close is answered before Parse
+                self._ahead.pop(0)  # the pair is complete: Close is answered before Parse
             return None, None
         return held.data, None

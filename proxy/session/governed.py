@@ -67,6 +67,7 @@ class GovernedRelay:
         self.dp_statements: dict[str, DPStatement] = {}  # prepared statements holding a DP answer
         self.swallow = Swallow()
         self._parses: dict[bytes, list] = {}  # Parse body -> [message, SQL-level ops, last verdict, its encoding]
+        self.in_flight = 0  # the session's unanswered Syncs/Queries, set before each client_message
 
     def answer_dp(self, plan, verdict: Forward | Refuse) -> None:
         self._dp_answer = (plan.cache_key, verdict)
@@ -139,6 +140,9 @@ class GovernedRelay:
             statement = _bind_statement(body)
             prepared_under = self.prepared.protocol.get(statement)
             if prepared_under is not None and prepared_under != self.governor.context_key():
+                source = self.prepared.sources.get(statement)
+                if source is not None and transaction_status != "E" and self.swallow.opens_group:
+                    return self._reprepared_bind(statement, source, body, transaction_status)
                 refusal = _stale(statement or "(unnamed)")
                 return fe.Parse("", self._register(refusal), ()).encode()  # fails in the Bind's place
             dp = self.dp_statements.get(statement)
@@ -147,7 +151,7 @@ class GovernedRelay:
         elif tag == b"C":
             close = fe.Close.decode(body)
             if close.kind == "S":
-                self.prepared.protocol.pop(close.name, None)
+                self.prepared.forget(close.name)
                 self.dp_statements.pop(close.name, None)
         elif tag == b"S":
             self.syncs_sent += 1
@@ -167,6 +171,8 @@ class GovernedRelay:
         verdict = self._judge(msg.query, transaction_status, single=True, ops=ops)
         self._note(msg.query, verdict)
         self.dp_statements.pop(msg.name, None)
+        if msg.name:
+            self.prepared.sources[msg.name] = (msg.query, msg.param_types)
         if not isinstance(verdict, Forward):
             return fe.Parse(msg.name, self._register(verdict), msg.param_types).encode()
         key = self.governor.context_key()
@@ -229,9 +235,28 @@ class GovernedRelay:
             return fe.Parse("", self._register(answer), ()).encode()
         self._note(f"-- Bind of DP statement {name}", answer)
         dp.expires = self.clock() + dp.plan.settings.latency_tolerance
-        self.swallow.inject(self.syncs_sent, self.ready_received)
+        self.swallow.inject(self.in_flight)
         return (fe.Close("S", name).encode() + fe.Parse(name, answer.sql, dp.param_types).encode()
                 + frame(b"B", body))
+
+    def _reprepared_bind(self, name: str, source: tuple[str, tuple[int, ...]], body: bytes, status: str) -> bytes:
+        """A Bind of a statement prepared under another policy or purpose: judged again now, prepared again.
+
+        Like PostgreSQL re-planning a cached statement after DDL, the client keeps its statement; pgveil
+        sends Close + Parse of the new rewrite before the Bind (their replies are dropped, see
+        dp_statements.Swallow). A refusal under the new policy fails in the Bind's place.
+        """
+        query, param_types = source
+        verdict = self._judge(query, status, single=True)  # NeedsDP for a DP statement: asked, then here again
+        self._note(query, verdict)
+        self.dp_statements.pop(name, None)
+        if not isinstance(verdict, Forward):
+            return fe.Parse("", self._register(verdict), ()).encode()
+        self.prepared.protocol[name] = self.governor.context_key()
+        if self._dp_plan is not None:
+            self.dp_statements[name] = DPStatement(self._dp_plan, param_types, self._dp_expiry(), unused=False)
+        self.swallow.inject(self.in_flight)
+        return fe.Close("S", name).encode() + fe.Parse(name, verdict.sql, param_types).encode() + frame(b"B", body)
 
     def _stale_sql(self, sql: str, ops: list) -> Refuse | None:
         name = self.prepared.stale_in_sql(sql, self.governor.context_key(), ops)
@@ -264,6 +289,8 @@ class GovernedRelay:
         swallowing = self.swallow.pending
         hold = HOLD_ERRORS if self._refusals else frozenset()
         pieces, count, status = walker.split(data, hold | SWALLOW_TAGS if swallowing else hold)
+        if swallowing and count:
+            self.swallow.ready_passed(count)  # only a ReadyForQuery begun before the hold can pass unheld
         out = []
         for piece in pieces:
             if not isinstance(piece, Held):

@@ -288,6 +288,7 @@ class Session:
                 out = self._leave("client terminated")
                 break
             try:
+                self.governed.in_flight = self.in_flight
                 piece = self.governed.client_message(tag, body, self.transaction_status)
             except NeedsDP as need:
                 # Suspend: later messages wait (in order) until the answer is in (DPAnswered).
@@ -331,6 +332,7 @@ class Session:
         for i, (tag, start, end) in enumerate(spans):
             if tag != b"X":
                 try:
+                    governed.in_flight = self.in_flight
                     piece = governed.client_message(tag, data[start + 5:end], self.transaction_status)
                 except NeedsDP as need:
                     # Suspend: later messages wait (in order) until the answer is in (DPAnswered).
@@ -422,7 +424,6 @@ class Session:
         size = len(data)
         pos = 0
         syncs = 0
-        since_sync = 0  # messages after the last Sync in data
         binds = None  # start, end of each Bind
         while size - pos >= 5:
             tag, length = unpack(data, pos)
@@ -435,12 +436,8 @@ class Session:
                     binds = [pos, pos + 1 + length]
                 else:
                     binds += (pos, pos + 1 + length)
-                since_sync += 1
             elif tag == b"S":  # Query and FunctionCall, the other sync messages, are inspected
                 syncs += 1
-                since_sync = 0
-            else:
-                since_sync += 1
             pos += 1 + length
         if pos != size:
             return None
@@ -449,7 +446,7 @@ class Session:
             return None  # a statement prepared under another policy: refused on the general path
         self.in_flight += syncs
         governed.syncs_sent += syncs  # what client_message does for these messages
-        governed.swallow.client_sent_many(since_sync, syncs > 0)
+        governed.swallow.client_sent_run(syncs > 0)  # no Parse or Close here: they are inspected
         return data
 
     def backend_bytes(self, data: bytes) -> bool:

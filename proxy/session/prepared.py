@@ -131,6 +131,13 @@ class PreparedTracker:
     def __init__(self) -> None:
         self.protocol = ProtocolStatements()
         self.sql: dict[str, tuple] = {}
+        # Protocol-level statements' client text and parameter types: a Bind after a policy or purpose
+        # change prepares the statement again from them (GovernedRelay), instead of refusing it.
+        self.sources: dict[str, tuple[str, tuple[int, ...]]] = {}
+
+    def forget(self, name: str) -> None:
+        self.protocol.pop(name, None)
+        self.sources.pop(name, None)
 
     def stale_in_sql(self, sql: str, key: tuple, ops: list | None = None) -> str | None:
         """The name of a stale statement ``sql`` would EXECUTE, or '?' when a name can't be read.
@@ -152,7 +159,8 @@ class PreparedTracker:
                 self.sql[name] = key
             elif op == "deallocate" and name is not None:
                 self.sql.pop(name, None)
-                self.protocol.pop(name, None)  # DEALLOCATE takes protocol-level statements too
+                self.forget(name)  # DEALLOCATE takes protocol-level statements too
             elif op == "deallocate_all":
                 self.sql.clear()
                 self.protocol.clear()  # DEALLOCATE ALL drops protocol-level statements too
+                self.sources.clear()
