@@ -37,6 +37,10 @@ def _period_text(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
+class _Invalid(Exception):
+    """The exact query failed to prepare (a constant the column cannot take): refused before any charge."""
+
+
 class DPService:
     def __init__(self, holder: PolicyHolder, connect_kwargs: dict[str, Any]) -> None:
         self.holder = holder
@@ -82,8 +86,20 @@ class DPService:
             rows = await pool.fetch(plan.exact_sql, timeout=_QUERY_TIMEOUT)
             return release(plan, [tuple(r) for r in rows])
 
+        async def validate() -> None:  # parse and plan only: reads no rows, so it may fail for free
+            pool = await self._exact_pool()
+            async with pool.acquire() as conn:
+                try:
+                    await conn.prepare(plan.exact_sql)
+                except asyncpg.PostgresError as exc:
+                    raise _Invalid() from exc
+
         try:
-            released, _cached = await self.store.answer(plan.cache_key, s.latency_tolerance, charge, compute)
+            released, _cached = await self.store.answer(plan.cache_key, s.latency_tolerance, charge, compute, validate)
+        except _Invalid as exc:
+            log.info("DP query on %s refused before running: %s", plan.table, exc.__cause__)
+            return Refuse("XX000", f"the differentially private answer on {plan.table} could not be computed: a "
+                          "constant in the query does not fit its column; nothing was charged")
         except StoreError as exc:
             log.error("DP store failed: %s", exc)
             return Refuse("58000", f"pgveil's DP store is not available ({exc}); nothing was charged")

@@ -10,6 +10,9 @@ pgveil processes never compute one answer twice):
    refused (BudgetExceeded carries what is left);
 3. the answer is computed, and cached when the tolerance is above 0.
 
+``validate`` (optional) runs between 1 and 2: the service prepares the exact query there, so a constant
+that cannot be read for its column (``age = 'abc'``) fails before anything is charged.
+
 The budget is a rolling window: what was spent in the last ``period`` seconds.
 A charge is kept even when the computation fails afterwards (the query has run).
 """
@@ -144,7 +147,8 @@ class SQLiteStore:
             db.execute("ROLLBACK")
             raise
 
-    async def answer(self, key: str, ttl: float, charge: Charge | None, compute: Compute) -> tuple[Any, bool]:
+    async def answer(self, key: str, ttl: float, charge: Charge | None, compute: Compute,
+                     validate: Compute | None = None) -> tuple[Any, bool]:
         now = time.time()
         hit = self._memo.get(key, now) if ttl > 0 else None
         if hit is not None:
@@ -154,6 +158,8 @@ class SQLiteStore:
             hit = self._cached(key, now) if ttl > 0 else None
             if hit is not None:
                 return hit, True
+            if validate is not None:
+                await validate()  # raises before anything is charged
             if charge is not None:
                 self._charge(charge, now)
             released = await compute()
@@ -209,7 +215,8 @@ class PostgresStore:
             self._pool = pool
         return self._pool
 
-    async def answer(self, key: str, ttl: float, charge: Charge | None, compute: Compute) -> tuple[Any, bool]:
+    async def answer(self, key: str, ttl: float, charge: Charge | None, compute: Compute,
+                     validate: Compute | None = None) -> tuple[Any, bool]:
         hit = self._memo.get(key, time.time()) if ttl > 0 else None
         if hit is not None:
             return hit, True
@@ -231,6 +238,8 @@ class PostgresStore:
                         released = json.loads(row["payload"])
                         self._memo.put(key, released, row["expires"])
                         return released, True
+                if validate is not None:
+                    await validate()  # raises before anything is charged
                 if charge is not None:
                     await self._charge(c, charge, now)
             except BaseException:

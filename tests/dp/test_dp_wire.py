@@ -286,3 +286,16 @@ def test_answers_through_the_wire_are_unbiased_and_intervals_cover(pg, pums_db):
     assert abs(sum(s_err) / n) < 4 * math.sqrt(2 * b * b / n)
     covered = sum(abs(e) <= b * math.log(20) for e in s_err) / n
     assert 0.91 <= covered <= 0.99
+
+
+def test_a_constant_that_cannot_fit_its_column_costs_nothing(pg, pums_db):
+    p = DPProxy(pg, budget=1.0, latency="0s")
+    try:
+        with p.connect() as conn:
+            for sql in ("SELECT count(*) FROM pums WHERE age = 'abc'", "SELECT count(*) FROM pums WHERE income IN (1, '99999999999')"):
+                with pytest.raises(psycopg.errors.InternalError_) as err:
+                    conn.execute(sql)
+                assert "nothing was charged" in str(err.value) and "invalid input" not in str(err.value)
+            assert conn.execute("SELECT count(*) FROM pums").fetchone()[0] > 900  # the whole budget is still there
+    finally:
+        p.stop()
