@@ -81,18 +81,20 @@ class DPService:
         period = s.budget_period if s.budget_period is not None else _UNLIMITED_PERIOD
         charge = Charge(plan.subject, plan.policy, plan.table, s.epsilon, cap, period)
 
-        async def compute() -> list:
-            pool = await self._exact_pool()
-            rows = await pool.fetch(plan.exact_sql, timeout=_QUERY_TIMEOUT)
-            return release(plan, [tuple(r) for r in rows])
+        held: dict = {}  # the connection and statement validate() prepared, for compute() to run
 
         async def validate() -> None:  # parse and plan only: reads no rows, so it may fail for free
             pool = await self._exact_pool()
-            async with pool.acquire() as conn:
-                try:
-                    await conn.prepare(plan.exact_sql)
-                except asyncpg.PostgresError as exc:
-                    raise _Invalid() from exc
+            conn = held["conn"] = await pool.acquire()
+            held["pool"] = pool
+            try:
+                held["stmt"] = await conn.prepare(plan.exact_sql)
+            except asyncpg.PostgresError as exc:
+                raise _Invalid() from exc
+
+        async def compute() -> list:
+            rows = await held["stmt"].fetch(timeout=_QUERY_TIMEOUT)
+            return release(plan, [tuple(r) for r in rows])
 
         try:
             released, _cached = await self.store.answer(plan.cache_key, s.latency_tolerance, charge, compute, validate)
@@ -118,6 +120,9 @@ class DPService:
         except Exception as exc:  # fail closed
             log.exception("DP answer for %s failed", plan.table)
             return Refuse("XX000", f"pgveil could not compute the differentially private answer ({type(exc).__name__})")
+        finally:
+            if "conn" in held:
+                await held["pool"].release(held["conn"])
         return Forward(self._render(plan, released), (plan.table,), (plan.policy,))
 
     def _render(self, plan: Any, released: list) -> str:
