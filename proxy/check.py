@@ -32,6 +32,7 @@ from typing import Any, Iterator
 from pglast import ast
 
 from rewrite.catalog import Catalog, Relation
+from rewrite.dp.plan import NUMBER_TYPES
 from rewrite.policy.durations import parse_duration
 from rewrite.decide import PolicySet, TableInfo
 from rewrite.decide.resource import SELF, LevelMatcher, ResourceMatcher
@@ -188,7 +189,7 @@ def _policy_findings(config: Any, catalog: Catalog) -> Iterator[Finding]:
                     if c is None:
                         yield _err(loc + ("bounds", col), f"bounds name column {col}, which {rel.schema}.{rel.name} "
                                    "does not have")
-                    elif c.base not in ("int2", "int4", "int8", "numeric", "float4", "float8"):
+                    elif c.base not in NUMBER_TYPES:
                         yield _err(loc + ("bounds", col), f"bounds are for numbers; {rel.schema}.{rel.name}.{col} "
                                    f"is {c.type}, so SUM/AVG of it are refused anyway")
                 for col in body.public_keys:

@@ -24,6 +24,16 @@ class BackendTarget:
         return f"{self.host}/.s.PGSQL.{self.port}"
 
 
+def service_connect_kwargs(target: BackendTarget, password: str | None, ssl, timeout: float,
+                           application_name: str | None = None) -> dict:
+    """asyncpg.connect / create_pool arguments for pgveil's own connections as the service role."""
+    settings = {"search_path": "public"}
+    if application_name:
+        settings["application_name"] = application_name
+    return dict(host=target.host, port=target.port, user=target.user, password=password, database=target.database,
+                ssl=ssl or False, timeout=timeout, server_settings=settings)
+
+
 def parse_dsn(dsn: str) -> BackendTarget:
     """Read host, port, user, database and sslmode; refuse inline passwords."""
     parts = urlsplit(dsn)

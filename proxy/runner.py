@@ -22,7 +22,7 @@ from .auth import BadVerifier, Verifier, parse_verifier, verifier_from_secret
 from .catalog import load_catalog
 from .config import Config, load_config
 from .policy_state import PolicyHolder, PolicyState
-from .dsn import BackendTarget, parse_dsn
+from .dsn import BackendTarget, parse_dsn, service_connect_kwargs
 from .server import Proxy, ServerSettings
 
 log = logging.getLogger("pgveil")
@@ -113,10 +113,8 @@ def install_event_loop_policy() -> None:
 
 async def load_backend_catalog(settings: ServerSettings) -> Catalog:
     """Introspect the backend as the service role (what pgveil itself can see)."""
-    t = settings.target
-    conn = await asyncpg.connect(host=t.host, port=t.port, user=t.user, password=settings.backend_password,
-                                 database=t.database, ssl=settings.backend_tls or False,
-                                 timeout=settings.connect_timeout, server_settings={"search_path": "public"})
+    conn = await asyncpg.connect(**service_connect_kwargs(settings.target, settings.backend_password,
+                                                          settings.backend_tls, settings.connect_timeout))
     try:
         return await load_catalog(conn)
     finally:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .auth import Verifier
 from .backend_auth import BackendAuthError, BackendHandshake
-from .dsn import BackendTarget
+from .dsn import BackendTarget, service_connect_kwargs
 from .policy_state import PolicyHolder
 from .session_setup import key_setup
 from .session import commands as cmd
@@ -373,10 +373,9 @@ class Proxy:
 
         try:
             if self._dp is None:
-                s, t = self.settings, self.settings.target
-                connect = dict(host=t.host, port=t.port, user=t.user, password=s.backend_password, database=t.database,
-                               ssl=s.backend_tls or False, timeout=s.connect_timeout,
-                               server_settings={"search_path": "public", "application_name": "pgveil-dp"})
+                s = self.settings
+                connect = service_connect_kwargs(s.target, s.backend_password, s.backend_tls, s.connect_timeout,
+                                                 application_name="pgveil-dp")
                 self._dp = DPService(s.holder, connect)
             return await self._dp.answer(plan)
         except Exception as exc:  # fail closed: the statement is refused, the session goes on

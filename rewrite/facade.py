@@ -202,10 +202,10 @@ def _one(raw: Any, text: str, ctx: RewriteContext, gate: Gate | None, sql_text: 
         state, message = analysis.errors[0]
         return Deny(state, message)
     gov = Governance(ctx.catalog, lambda rel: decide(ctx.policies, ctx.subject, ctx.table_info(rel), now=ctx.now))
-    dp_ref = dp_reference(analysis, gov)
-    if dp_ref is not None:
-        return _dp_verdict(raw, analysis, dp_ref, ctx, gov)
     qualified = qualify_builtins(analysis.unqualified_calls, _builtins(), _extra_function_names(ctx))
+    dp_ref = dp_reference(analysis, gov)
+    if dp_ref is not None:  # the answer's own calls (round(avg(x))...) are qualified above too
+        return _dp_verdict(raw, analysis, dp_ref, ctx, gov)
     plan, refusal, splices = rewrite(raw, analysis, ctx.catalog, gov, ctx.subject)
     if refusal is None:  # catalog listings without what this subject is refused (engine/listings.py)
         refusal = hide_listings(raw, analysis, ctx.catalog, gov, ctx.cache_key("")[1:], splices)

@@ -57,3 +57,23 @@ def test_no_injection_after_a_parse_in_the_group():
     assert not s.opens_group
     s.client_sent(b"S")
     assert s.opens_group
+
+
+def test_one_injection_per_group():
+    s = Swallow()
+    s.inject(in_flight=0)
+    assert not s.opens_group  # a second stale Bind in this group is not re-prepared (its replies would pass)
+    s.client_sent(b"S")
+    assert s.opens_group
+
+
+def test_deallocate_and_discard_forget_dp_statements():
+    from proxy.session.prepared import PreparedTracker, sql_level_ops
+
+    t = PreparedTracker()
+    t.protocol["s1"], t.sources["s1"], t.dp["s1"] = ("k",), ("q", ()), object()
+    t.after_sql("DEALLOCATE s1", ("k",), sql_level_ops("DEALLOCATE s1"))
+    assert "s1" not in t.dp and "s1" not in t.sources
+    t.protocol["s2"], t.dp["s2"] = ("k",), object()
+    t.after_sql("DISCARD ALL", ("k",), sql_level_ops("DISCARD ALL"))
+    assert not t.dp and not t.protocol

@@ -18,11 +18,13 @@ async def _report(config, users: list[str]) -> list[str]:
     async def backend_pool():
         import asyncpg
 
-        from ..runner import backend_target
+        from ..dsn import service_connect_kwargs
+        from ..runner import backend_target, backend_tls_context
 
         target, password = backend_target(config)
-        return await asyncpg.create_pool(host=target.host, port=target.port, user=target.user, password=password,
-                                         database=target.database, min_size=1, max_size=1)
+        tls = backend_tls_context(config, target)
+        return await asyncpg.create_pool(min_size=1, max_size=1, **service_connect_kwargs(
+            target, password, tls, config.backend.connect_timeout, application_name="pgveil-budget"))
 
     store = open_store(config.dp, backend_pool)
     lines = [f"{'user':<12} {'policy':<20} {'table':<24} {'spent':>8} {'budget':>10} {'remaining':>10} "

@@ -17,9 +17,10 @@ import asyncpg
 
 from rewrite.dp.release import release
 from rewrite.dp.render import answer_sql
-from rewrite.engine.keys import KEY_INSERT, KEY_TABLE_DDL, key_rows
+from rewrite.engine.keys import KEY_INSERT, KEY_TABLE_DDL
 
 from ..policy_state import PolicyHolder
+from ..session_setup import key_table_rows
 from ..session.governor import Forward, Refuse
 from .store import BudgetExceeded, Charge, StoreError, open_store
 
@@ -48,6 +49,7 @@ class DPService:
         self._pool: asyncpg.Pool | None = None
         self._pool_generation: int | None = None
         self._pool_lock = asyncio.Lock()
+        self._closing: set[asyncio.Task] = set()
         self.store = open_store(holder.current.config.dp, self._store_pool)
         # Rendered answers by (plan, released values): a cache hit then costs no printing (~0.7 ms with pglast).
         self._rendered: dict[tuple[int, str], tuple[Any, str]] = {}
@@ -59,8 +61,7 @@ class DPService:
         async with self._pool_lock:
             if self._pool is None or self._pool_generation != self.holder.generation:
                 old, state = self._pool, self.holder.current
-                oids = sorted(r.oid for r in state.catalog.relations.values() if not r.is_system) if state.catalog else []
-                rows = key_rows(state.keys, oids)
+                rows = key_table_rows(state.catalog, state.keys)
 
                 async def setup(conn: asyncpg.Connection) -> None:
                     await conn.execute(KEY_TABLE_DDL)
@@ -70,8 +71,10 @@ class DPService:
 
                 self._pool = await asyncpg.create_pool(min_size=1, max_size=4, init=setup, **self._connect_kwargs)
                 self._pool_generation = self.holder.generation
-                if old is not None:
-                    asyncio.get_running_loop().create_task(old.close())
+                if old is not None:  # closed once its connections are back; referenced so it is not collected
+                    task = asyncio.get_running_loop().create_task(old.close())
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
             return self._pool
 
     async def answer(self, plan: Any) -> Forward | Refuse:

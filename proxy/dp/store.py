@@ -66,6 +66,11 @@ class Spending:
 _EPS = 1e-9
 
 
+def _check_budget(spent: float, charge: Charge) -> None:
+    if spent + charge.epsilon > charge.cap + _EPS:
+        raise BudgetExceeded(max(0.0, charge.cap - spent), charge.cap, charge.period)
+
+
 class _KeyLocks:
     def __init__(self) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
@@ -138,8 +143,7 @@ class SQLiteStore:
         try:
             (spent,) = db.execute("SELECT coalesce(sum(epsilon), 0) FROM ledger WHERE subject = ? AND policy = ? "
                                   "AND tbl = ? AND at > ?", (c.subject, c.policy, c.table, now - c.period)).fetchone()
-            if spent + c.epsilon > c.cap + _EPS:
-                raise BudgetExceeded(max(0.0, c.cap - spent), c.cap, c.period)
+            _check_budget(spent, c)
             db.execute("INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (c.subject, c.policy, c.table, c.epsilon, now, c.cap, c.period))
             db.execute("COMMIT")
@@ -193,6 +197,7 @@ class PostgresStore:
         self._connect = connect  # returns an asyncpg pool
         self._schema = schema  # validated by the config: [a-z_][a-z0-9_]*
         self._pool = None
+        self._pool_lock = asyncio.Lock()  # two first callers must not each create a pool
         self._locks = _KeyLocks()
         self._memo = _Memo()
 
@@ -200,6 +205,10 @@ class PostgresStore:
         return text.replace("{s}", f'"{self._schema}"')
 
     async def _ready(self):
+        async with self._pool_lock:
+            return self._pool or await self._create()
+
+    async def _create(self):
         if self._pool is None:
             pool = await self._connect()
             async with pool.acquire() as c:
@@ -242,6 +251,9 @@ class PostgresStore:
                     await validate()  # raises before anything is charged
                 if charge is not None:
                     await self._charge(c, charge, now)
+            except asyncpg.PostgresError as exc:  # the store's own statements: rolled back, nothing charged
+                await tr.rollback()
+                raise StoreError(str(exc)) from None
             except BaseException:
                 await tr.rollback()
                 raise
@@ -269,8 +281,7 @@ class PostgresStore:
         spent = await c.fetchval(self._sql(
             "SELECT coalesce(sum(epsilon), 0) FROM {s}.ledger WHERE subject = $1 AND policy = $2 AND tbl = $3 AND at > $4"),
             charge.subject, charge.policy, charge.table, now - charge.period)
-        if spent + charge.epsilon > charge.cap + _EPS:
-            raise BudgetExceeded(max(0.0, charge.cap - spent), charge.cap, charge.period)
+        _check_budget(spent, charge)
         await c.execute(self._sql("INSERT INTO {s}.ledger VALUES ($1, $2, $3, $4, $5, $6, $7)"), charge.subject,
                         charge.policy, charge.table, charge.epsilon, now, charge.cap, charge.period)
 

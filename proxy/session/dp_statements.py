@@ -79,6 +79,7 @@ class Swallow:
         if not self._ahead:
             self._seen = set()
         self._ahead.append(in_flight)
+        self._pc_in_group = True  # one injection per group: only the group's first replies are dropped
 
     def ready_passed(self, count: int) -> None:
         """ReadyForQuery messages that went through without being held (their header came before the drop)."""

@@ -62,20 +62,24 @@ class GovernedRelay:
         self.last_forward: Forward | None = None
         self.audit = None  # a StatementAudit when the audit is on
         self.prepared = PreparedTracker()
-        self._dp_answer: tuple[str, Forward | Refuse] | None = None  # (cache key, answer) for the statement that raised NeedsDP
+        self._dp_answer: tuple[object, Forward | Refuse] | None = None  # (plan, answer) for the statement that raised NeedsDP
         self._dp_plan = None  # the plan of the DP answer _judge returned last
-        self.dp_statements: dict[str, DPStatement] = {}  # prepared statements holding a DP answer
+        self.dp_statements: dict[str, DPStatement] = self.prepared.dp  # forgotten with their statements
         self.swallow = Swallow()
         self._parses: dict[bytes, list] = {}  # Parse body -> [message, SQL-level ops, last verdict, its encoding]
         self.in_flight = 0  # the session's unanswered Syncs/Queries, set before each client_message
 
     def answer_dp(self, plan, verdict: Forward | Refuse) -> None:
-        self._dp_answer = (plan.cache_key, verdict)
+        self._dp_answer = (plan, verdict)
+
+    def drop_answer(self) -> None:
+        """After the suspended messages ran: an answer no statement took (judged otherwise after a reload) is void."""
+        self._dp_answer = None
 
     def _take_answer(self, plan) -> Forward | Refuse | None:
         """The answer computed for ``plan``; a leftover for another plan (a reload in between) is dropped."""
         pending, self._dp_answer = self._dp_answer, None
-        if pending is None or pending[0] != plan.cache_key:
+        if pending is None or pending[0] != plan:
             return None
         return pending[1]
 
@@ -121,8 +125,6 @@ class GovernedRelay:
             if isinstance(verdict, Forward):
                 if ops:
                     self.prepared.after_sql(sql, self.governor.context_key(), ops)
-                if self.dp_statements:  # DEALLOCATE / DISCARD ALL: those statements are gone
-                    self.dp_statements = {n: d for n, d in self.dp_statements.items() if n in self.prepared.protocol}
                 out = fe.query_message(verdict.sql)
             else:
                 out = self._stand_in_query(verdict)
@@ -152,7 +154,6 @@ class GovernedRelay:
             close = fe.Close.decode(body)
             if close.kind == "S":
                 self.prepared.forget(close.name)
-                self.dp_statements.pop(close.name, None)
         elif tag == b"S":
             self.syncs_sent += 1
         return None
@@ -171,16 +172,16 @@ class GovernedRelay:
         verdict = self._judge(msg.query, transaction_status, single=True, ops=ops)
         self._note(msg.query, verdict)
         self.dp_statements.pop(msg.name, None)
-        if msg.name:
-            self.prepared.sources[msg.name] = (msg.query, msg.param_types)
         if not isinstance(verdict, Forward):
             return fe.Parse(msg.name, self._register(verdict), msg.param_types).encode()
+        if msg.name:  # what a Bind after a policy change prepares again
+            self.prepared.sources[msg.name] = (msg.query, msg.param_types)
         key = self.governor.context_key()
         self.prepared.protocol[msg.name] = key
         if ops:
             self.prepared.after_sql(msg.query, key, ops)
         if self._dp_plan is not None and msg.name:
-            self.dp_statements[msg.name] = DPStatement(self._dp_plan, msg.param_types, self._dp_expiry())
+            self.dp_statements[msg.name] = DPStatement(self._dp_plan, msg.param_types, self._dp_expiry(self._dp_plan))
         if entry[2] is not verdict:  # the same verdict object (the governor's cache) encodes the same
             entry[2], entry[3] = verdict, fe.Parse(msg.name, verdict.sql, msg.param_types).encode()
         return entry[3]
@@ -221,20 +222,19 @@ class GovernedRelay:
                     return False
         return True
 
-    def _dp_expiry(self) -> float:
-        return self.clock() + self._dp_plan.settings.latency_tolerance
+    def _dp_expiry(self, plan) -> float:
+        return self.clock() + plan.settings.latency_tolerance
 
     def _refreshed_bind(self, name: str, dp: DPStatement, body: bytes) -> bytes:
         """The Bind of a DP statement whose answer is too old: a new answer first (NeedsDP), then re-parse it."""
         answer = self._take_answer(dp.plan)
         if answer is None:
-            dp.unused = False
             raise NeedsDP(dp.plan)
         if isinstance(answer, Refuse):  # e.g. the budget is spent: the Bind fails, the old answer is not reused
             self._note(f"-- Bind of DP statement {name}", answer)
             return fe.Parse("", self._register(answer), ()).encode()
         self._note(f"-- Bind of DP statement {name}", answer)
-        dp.expires = self.clock() + dp.plan.settings.latency_tolerance
+        dp.expires = self._dp_expiry(dp.plan)
         self.swallow.inject(self.in_flight)
         return (fe.Close("S", name).encode() + fe.Parse(name, answer.sql, dp.param_types).encode()
                 + frame(b"B", body))
@@ -254,7 +254,7 @@ class GovernedRelay:
             return fe.Parse("", self._register(verdict), ()).encode()
         self.prepared.protocol[name] = self.governor.context_key()
         if self._dp_plan is not None:
-            self.dp_statements[name] = DPStatement(self._dp_plan, param_types, self._dp_expiry(), unused=False)
+            self.dp_statements[name] = DPStatement(self._dp_plan, param_types, self._dp_expiry(self._dp_plan), unused=False)
         self.swallow.inject(self.in_flight)
         return fe.Close("S", name).encode() + fe.Parse(name, verdict.sql, param_types).encode() + frame(b"B", body)
 

@@ -366,6 +366,7 @@ class Session:
         held, self._held = self._held, None
         self.governed.answer_dp(event.plan, event.verdict)
         out = self._relay_governed(held)
+        self.governed.drop_answer()  # taken by its statement, or void (judged otherwise after a reload)
         if self._held is None and self.state is State.READY and len(self._client_buf):
             out += self._relay_client()
         return out

@@ -134,10 +134,13 @@ class PreparedTracker:
         # Protocol-level statements' client text and parameter types: a Bind after a policy or purpose
         # change prepares the statement again from them (GovernedRelay), instead of refusing it.
         self.sources: dict[str, tuple[str, tuple[int, ...]]] = {}
+        # Protocol-level statements holding a DP answer (session.dp_statements.DPStatement).
+        self.dp: dict[str, object] = {}
 
     def forget(self, name: str) -> None:
         self.protocol.pop(name, None)
         self.sources.pop(name, None)
+        self.dp.pop(name, None)
 
     def stale_in_sql(self, sql: str, key: tuple, ops: list | None = None) -> str | None:
         """The name of a stale statement ``sql`` would EXECUTE, or '?' when a name can't be read.
@@ -164,3 +167,4 @@ class PreparedTracker:
                 self.sql.clear()
                 self.protocol.clear()  # DEALLOCATE ALL drops protocol-level statements too
                 self.sources.clear()
+                self.dp.clear()

@@ -15,7 +15,9 @@ class ParseFailure(Exception):
 def parse_statements(sql: str) -> list[tuple[ast.RawStmt, str]]:
     """Each statement's tree with its own source text (for caching and Allow verdicts)."""
     try:
-        stmts = parse_fast(sql) or pglast.parse_sql(sql)  # the same trees; parse_fast builds them faster
+        stmts = parse_fast(sql)  # the same trees as pglast.parse_sql, built faster; None: use pglast
+        if stmts is None:
+            stmts = pglast.parse_sql(sql)
     except pglast.parser.ParseError as exc:
         raise ParseFailure(str(exc)) from None
     out = []

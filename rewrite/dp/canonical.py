@@ -17,6 +17,7 @@ from pglast import ast
 from pglast.enums import A_Expr_Kind, BoolExprType
 
 from rewrite.analysis.parse import print_node
+from rewrite.engine import build as b
 
 _FLIP = {"=": "=", "<>": "<>", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 _NEGATE = {"=": "<>", "<>": "=", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
@@ -28,10 +29,6 @@ def _key(node: Any) -> str:
 
 def _column(ref: ast.ColumnRef) -> ast.ColumnRef:
     return ast.ColumnRef(fields=(ref.fields[-1],))
-
-
-def _op(name: str, left: Any, right: Any) -> ast.A_Expr:
-    return ast.A_Expr(kind=A_Expr_Kind.AEXPR_OP, name=(ast.String(sval=name),), lexpr=left, rexpr=right)
 
 
 def _bool(op: BoolExprType, args: list) -> Any:
@@ -55,7 +52,7 @@ def canonical(node: Any) -> Any:
         if node.boolop == BoolExprType.NOT_EXPR:
             inner = args[0]
             if isinstance(inner, ast.A_Expr) and inner.kind == A_Expr_Kind.AEXPR_OP and inner.name[0].sval in _NEGATE:
-                return _op(_NEGATE[inner.name[0].sval], inner.lexpr, inner.rexpr)
+                return b.op(_NEGATE[inner.name[0].sval], inner.lexpr, inner.rexpr)
             return ast.BoolExpr(boolop=node.boolop, args=(inner,))
         return _bool(node.boolop, args)
     if isinstance(node, ast.NullTest):
@@ -67,16 +64,16 @@ def canonical(node: Any) -> Any:
         if node.kind == A_Expr_Kind.AEXPR_OP and op in _FLIP:
             if not isinstance(left, ast.ColumnRef) and isinstance(right, ast.ColumnRef):
                 left, right, op = right, left, _FLIP[op]
-            return _op(op, left, right)
+            return b.op(op, left, right)
         if node.kind == A_Expr_Kind.AEXPR_BETWEEN:
-            return _bool(BoolExprType.AND_EXPR, [_op(">=", left, right[0]), _op("<=", left, right[1])])
+            return _bool(BoolExprType.AND_EXPR, [b.op(">=", left, right[0]), b.op("<=", left, right[1])])
         if node.kind == A_Expr_Kind.AEXPR_NOT_BETWEEN:
-            return _bool(BoolExprType.OR_EXPR, [_op("<", left, right[0]), _op(">", left, right[1])])
+            return _bool(BoolExprType.OR_EXPR, [b.op("<", left, right[0]), b.op(">", left, right[1])])
         if node.kind == A_Expr_Kind.AEXPR_IN:
             unique = {_key(x): x for x in right}
             values = tuple(unique[k] for k in sorted(unique))
             if len(values) == 1:
-                return _op(op, left, values[0])
+                return b.op(op, left, values[0])
             return ast.A_Expr(kind=node.kind, name=node.name, lexpr=left, rexpr=values)
         return ast.A_Expr(kind=node.kind, name=node.name, lexpr=left, rexpr=right)
     if isinstance(node, ast.TypeCast):

@@ -22,13 +22,14 @@ weight 1 for the threshold. The query's epsilon is divided in proportion.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 
 from pglast import ast
-from pglast.enums import MinMaxOp, SetOperation
+from pglast.enums import MinMaxOp
 
 from rewrite.catalog import Relation
 from rewrite.decide import DPSettings
@@ -42,7 +43,7 @@ AVG_SPLIT = {"sum": 0.1, "count": 0.2, "centered_sum": 0.7}  # of one AVG's weig
 FIXED_POINT = 100  # non-integer values are summed as integers of 1/100
 MAX_PUBLIC_GROUPS = 10_000
 _INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
-_NUMBER_TYPES = _INTEGER_TYPES | {"numeric", "float4", "float8"}
+NUMBER_TYPES = _INTEGER_TYPES | {"numeric", "float4", "float8"}  # columns SUM / AVG take
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class DPPlan:
             "threshold": (self.threshold_measure, self.threshold), "public": self.public_groups,
         }
         key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
-        return DPPlan(**{**self.__dict__, "exact_sql": exact_sql, "cache_key": key})
+        return dataclasses.replace(self, exact_sql=exact_sql, cache_key=key)
 
 
 def _weights(aggs: tuple[AggCall, ...]) -> list[tuple[tuple[str, str | None], float]]:
@@ -164,7 +165,7 @@ def plan_query(q: DPQuery, settings: DPSettings, subject: str, key_column: str |
             bounds = settings.bounds_of(column)
             if bounds is None:
                 raise DPRefused(f"SUM/AVG of {column} needs bounds for {column} in policy {settings.policy}")
-            if _column_base(rel, column) not in _NUMBER_TYPES:
+            if _column_base(rel, column) not in NUMBER_TYPES:
                 raise DPRefused(f"SUM/AVG need a numeric column; {column} is {_column_base(rel, column)}")
             fp = _fixed_point(rel, column, bounds)
             sens = people * int(math.ceil(max(abs(bounds[0]), abs(bounds[1])) * fp))
@@ -192,7 +193,7 @@ def plan_query(q: DPQuery, settings: DPSettings, subject: str, key_column: str |
         threshold = release_threshold(m.sensitivity, m.epsilon, settings.delta)
 
     group_types = tuple(rel.column(g).type for g in q.group_columns)
-    tree = _exact_tree(q, measures, key_column if settings.max_rows_per_person else None, settings)
+    tree = _exact_tree(q, measures, key_column, settings)
     return DPPlan(settings.policy, f"{rel.schema}.{rel.name}", subject, settings, q, group_types, tuple(measures),
                   tuple(outputs), threshold_measure, threshold, public, people, tree)
 
@@ -224,7 +225,7 @@ def _number(v: float) -> int | float:
 
 def _measure_expr(m: Measure, settings: DPSettings) -> ast.Node:
     if m.kind == "count" and m.column is None:
-        return ast.FuncCall(funcname=(b.s("pg_catalog"), b.s("count")), agg_star=True)
+        return b.func("count", agg_star=True)
     column = b.col("pgveil_rows", m.column)
     if m.kind in ("count", "count_distinct"):
         return b.func("count", column, agg_distinct=m.kind == "count_distinct")
@@ -241,7 +242,7 @@ def _exact_tree(q: DPQuery, measures: list[Measure], key_column: str | None, set
     inner_targets = [b.target(b.col(rel.name, c), c) for c in needed]
     if key_column:
         window = ast.WindowDef(partitionClause=(b.col(rel.name, key_column),), frameOptions=1040)
-        rn = ast.FuncCall(funcname=(b.s("pg_catalog"), b.s("row_number")), over=window)
+        rn = b.func("row_number", over=window)
         inner_targets.append(b.target(rn, "pgveil_rn"))
     if not inner_targets:
         inner_targets.append(b.target(b.const(1), "pgveil_one"))
@@ -258,7 +259,6 @@ def _exact_tree(q: DPQuery, measures: list[Measure], key_column: str | None, set
     outer = b.select(targets, [rows], outer_where)
     if q.group_columns:
         outer.groupClause = tuple(b.col("pgveil_rows", g) for g in q.group_columns)
-    outer.op = SetOperation.SETOP_NONE
     return outer
 
 

@@ -20,6 +20,7 @@ from pglast import ast
 from pglast.enums import A_Expr_Kind, MinMaxOp, SetOperation
 
 from rewrite.catalog import Catalog, Relation
+from rewrite.engine import build as b
 
 from .predicates import where_is_error_free
 
@@ -131,7 +132,7 @@ class _Reader:
                 agg = self.aggregate(node, name)
                 if agg not in self.aggs:
                     self.aggs.append(agg)
-                return ast.ColumnRef(fields=(ast.String(sval=f"pgveil_a{self.aggs.index(agg)}"),))
+                return b.col(f"pgveil_a{self.aggs.index(agg)}")
             if name in OTHER_AGGREGATES or node.over is not None or node.agg_star or node.agg_filter is not None:
                 raise DPRefused(f"{name.upper()} is not supported on a differentially private table (pgveil cannot "
                                 f"bound its sensitivity); {ALLOWED}")
@@ -140,7 +141,7 @@ class _Reader:
             column = self.column(node)
             if column not in self.groups:
                 raise DPRefused(f'column "{column}" must appear in the GROUP BY clause or be used in an aggregate')
-            return ast.ColumnRef(fields=(ast.String(sval=f"pgveil_g{self.groups.index(column)}"),))
+            return b.col(f"pgveil_g{self.groups.index(column)}")
         if isinstance(node, ast.SubLink):
             raise DPRefused(f"sub-queries are not allowed in a query on a differentially private table; {ALLOWED}")
         if isinstance(node, ast.ParamRef):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from decimal import Decimal, localcontext
 
 from pglast import ast
-from pglast.enums import LimitOption
+from pglast.enums import LimitOption, SetOperation
 
 from rewrite.analysis.parse import print_node
 from rewrite.engine import build as b
@@ -74,7 +74,8 @@ def answer_sql(plan: DPPlan, released: Released) -> str:
     if not rows:
         rows = [tuple(_literal(None, t) for t in types)]
         where = b.const(False) if where is None else b.and_(b.const(False), where)
-    values = ast.SelectStmt(valuesLists=tuple(rows), limitOption=LimitOption.LIMIT_OPTION_DEFAULT, op=0)
+    values = ast.SelectStmt(valuesLists=tuple(rows), limitOption=LimitOption.LIMIT_OPTION_DEFAULT,
+                            op=SetOperation.SETOP_NONE)
     alias = ast.Alias(aliasname="pgveil_dp", colnames=tuple(b.s(n) for n in names))
     source = ast.RangeSubselect(lateral=False, subquery=values, alias=alias)
     stmt = b.select(q.targets, [source], where)

@@ -28,7 +28,7 @@ def test_count_is_noisy_close_and_typed(dp_proxy, pums_db):
         assert isinstance(value, int) and abs(value - len(pums_db)) <= 30
 
 
-def test_group_by_public_keys_avg_sum_types_and_order(dp_proxy, pums_db):
+def test_group_by_public_keys_avg_sum_types_and_order(dp_proxy, pg, pums_db):
     with dp_proxy.connect() as conn:
         cur = conn.execute("SELECT sex, avg(income) AS mean, sum(age), count(*) AS n FROM pums WHERE age >= 40 "
                            "GROUP BY sex ORDER BY sex DESC")
@@ -41,8 +41,18 @@ def test_group_by_public_keys_avg_sum_types_and_order(dp_proxy, pums_db):
     for sex, mean, total, n in rows:
         group = [r for r in pums_db if r[2] == sex and r[1] >= 40]
         assert abs(n - len(group)) <= 30
-        assert abs(float(mean) - sum(r[4] for r in group) / len(group)) <= 0.5 * sum(r[4] for r in group) / len(group)
         assert 0 <= mean <= 500000
+    # Accuracy with the whole epsilon on the AVG (above it shares epsilon with four other measurements, so
+    # its error is often a large part of the mean: a tolerance there would fail a few percent of runs).
+    p = DPProxy(pg, budget=1.0)  # its own budget: the module's proxy has none to spare
+    try:
+        with p.connect() as conn:
+            means = dict(conn.execute("SELECT sex, avg(income) FROM pums WHERE age >= 40 GROUP BY sex").fetchall())
+    finally:
+        p.stop()
+    for sex, mean in means.items():
+        group = [r[4] for r in pums_db if r[2] == sex and r[1] >= 40]
+        assert abs(float(mean) - sum(group) / len(group)) <= 0.5 * sum(group) / len(group)
 
 
 def test_same_query_same_answer_and_no_budget(pg, pums_db):
