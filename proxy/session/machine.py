@@ -17,6 +17,7 @@ from ..policy_state import PolicyHolder
 from ..wire import MessageBuffer, ProtocolViolation, backend as be, frontend as fe, startup as st
 from ..wire._fields import frame
 from ..wire.holding import HoldingWalker
+from ..wire.walk import client_syncs, governed_syncs, tag_table
 from . import commands as cmd
 from . import startup_params
 from ..audit import AuditRecord
@@ -29,11 +30,12 @@ from .states import TRANSITIONS, State
 _HEADER = Struct("!cI")
 _READY = State.READY
 # Client messages the relay must look at itself rather than forward blindly.
-_INSPECTED_TAGS = frozenset({b"X"})
-# ... and for a governed session: every statement and the function-call protocol.
-_GOVERNED_TAGS = frozenset({b"X", b"Q", b"P", b"F", b"B", b"C"})
+_INSPECTED_TABLE = tag_table(stop=b"X")
+# ... and for a governed session: every statement and the function-call protocol; a Bind is
+# checked in place (GovernedRelay.binds_current).
+_GOVERNED_TABLE = tag_table(stop=b"XQPFC", note=b"B")
 # ... and for an audited ungoverned session: statements are recorded.
-_AUDITED_TAGS = frozenset({b"X", b"Q", b"P"})
+_AUDITED_TABLE = tag_table(stop=b"XQP")
 # Client messages each answered by one ReadyForQuery.
 _SYNC_TAGS = frozenset({b"Q", b"S", b"F"})
 
@@ -87,7 +89,7 @@ class Session:
         self.transaction_status = "I"
         self._client_buf = MessageBuffer(min(settings.max_message_size, MAX_AUTH_MESSAGE))
         self._walker = HoldingWalker()
-        self._inspected = _INSPECTED_TAGS
+        self._inspected_table = _INSPECTED_TABLE
         self.governed: GovernedRelay | None = None
         self.audit: StatementAudit | None = None
         self._syncs_sent = 0  # Query/Sync/FunctionCall messages sent (audit groups of ungoverned sessions)
@@ -230,7 +232,7 @@ class Session:
         if self.governed is not None:
             self.governed.audit = self.audit
         else:
-            self._inspected = _AUDITED_TAGS
+            self._inspected_table = _AUDITED_TABLE
 
     def _govern_if_needed(self) -> bool | list:
         """Set up governance for a user the policy restricts; a list is a FATAL to send."""
@@ -247,7 +249,7 @@ class Session:
             except ContextError as exc:
                 return self._fatal(exc.sqlstate, str(exc))
         self.governed = GovernedRelay(governor)
-        self._inspected = _GOVERNED_TAGS
+        self._inspected_table = _GOVERNED_TABLE
         return True
 
     def _take_one(self):
@@ -395,19 +397,8 @@ class Session:
             return None
         if self.governed is not None:
             return self._governed_bytes(data)
-        unpack = _HEADER.unpack_from
-        limit = self.settings.max_message_size
-        size = len(data)
-        pos = 0
-        syncs = 0
-        while size - pos >= 5:
-            tag, length = unpack(data, pos)
-            if tag in self._inspected or length < 4 or length > limit:
-                return None
-            if tag in _SYNC_TAGS:
-                syncs += 1
-            pos += 1 + length
-        if pos != size:
+        syncs = client_syncs(data, self._inspected_table, self.settings.max_message_size)
+        if syncs < 0:
             return None
         self.in_flight += syncs
         return data
@@ -419,29 +410,10 @@ class Session:
         was prepared under another policy context sends the chunk to the general path,
         which refuses it in order. Queries, Parses, Closes and FunctionCalls always go there.
         """
-        unpack = _HEADER.unpack_from
-        limit = self.settings.max_message_size
-        inspected = self._inspected
-        size = len(data)
-        pos = 0
-        syncs = 0
-        binds = None  # start, end of each Bind
-        while size - pos >= 5:
-            tag, length = unpack(data, pos)
-            if length < 4 or length > limit:
-                return None
-            if tag in inspected:
-                if tag != b"B":
-                    return None
-                if binds is None:
-                    binds = [pos, pos + 1 + length]
-                else:
-                    binds += (pos, pos + 1 + length)
-            elif tag == b"S":  # Query and FunctionCall, the other sync messages, are inspected
-                syncs += 1
-            pos += 1 + length
-        if pos != size:
+        walked = governed_syncs(data, _GOVERNED_TABLE, self.settings.max_message_size)
+        if walked is None:
             return None
+        syncs, binds = walked
         governed = self.governed
         if binds is not None and not governed.binds_current(data, binds):
             return None  # a statement prepared under another policy: refused on the general path

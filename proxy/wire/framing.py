@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from struct import Struct
 
+from .walk import backend_ready
+
 _HEADER = Struct("!cI")
 _INT32 = Struct("!I")
 
@@ -159,37 +161,19 @@ class StreamWalker:
                 elif tag == b"D":
                     self.rows_open += 1
             return count, status
-        unpack = _HEADER.unpack_from
-        size = len(data)
-        pos = 0
-        count = 0
-        status = None
-        rows = self.rows_open
-        while size - pos >= 5:
-            tag, length = unpack(data, pos)
-            if length < 4:
-                raise ProtocolViolation(f"invalid message length {length} from server")
-            end = pos + 1 + length
-            if tag == b"D":
-                rows += 1
-            elif tag == b"Z" and length > 4:
-                if pos + 5 < size:
-                    count += 1
-                    status = data[pos + 5]
-                    if self.count_rows:
-                        self.rows_done.append(rows)
-                        rows = 0
-                else:
-                    self._want_peek = tag
-            if end > size:
-                self._remaining = end - size
-                break
-            pos = end
-        else:
-            if pos < size:
-                self._header = bytes(data[pos:])
+        count, status, rows, remaining, tail, want_peek, done = backend_ready(data, self.rows_open, self.count_rows)
+        if count < 0:
+            raise ProtocolViolation("invalid message length from server")
         self.rows_open = rows
-        return count, status
+        if done:
+            self.rows_done = done
+        if remaining:
+            self._remaining = remaining
+        if tail is not None:
+            self._header = tail
+        if want_peek:
+            self._want_peek = b"Z"
+        return count, (None if status < 0 else status)
 
     def _start_message(self, hdr, hpos: int, data: bytes, body_pos: int, events: list, *, carried: bool) -> int:
         tag, length = _HEADER.unpack_from(hdr, hpos)
