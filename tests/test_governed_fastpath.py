@@ -160,9 +160,11 @@ def test_chunks_relay_as_the_buffered_path_does(holder, seed):
 
 
 def test_prepared_mode_chunks_take_the_raw_path(holder):
-    s = session(holder)
-    assert s.client_bytes(parse("s1", SELECT) + SYNC) is None  # a Parse is always judged
-    feed(s, parse("s1", SELECT) + SYNC)
+    s, other = session(holder), session(holder)
+    judged = s.client_bytes(parse("s1", SELECT) + SYNC)  # a leading Parse is judged in place
+    assert judged == feed_bytewise(other, parse("s1", SELECT) + SYNC) and b"'-'" in judged  # masked
+    assert state_of(s) == state_of(other)
+    assert s.client_bytes(bind("s1") + parse("s2", OTHER) + SYNC) is None  # a Parse after a Bind: in order
     chunk = bind("s1", b"7") + DESCRIBE + EXECUTE + SYNC
     syncs, in_flight = s.governed.syncs_sent, s.in_flight
     assert s.client_bytes(chunk) == chunk

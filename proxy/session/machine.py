@@ -31,9 +31,10 @@ _HEADER = Struct("!cI")
 _READY = State.READY
 # Client messages the relay must look at itself rather than forward blindly.
 _INSPECTED_TABLE = tag_table(stop=b"X")
-# ... and for a governed session: every statement and the function-call protocol; a Bind is
-# checked in place (GovernedRelay.binds_current).
-_GOVERNED_TABLE = tag_table(stop=b"XQPFC", note=b"B")
+# ... and for a governed session: every statement and the function-call protocol; Binds and a
+# leading Parse are judged in place (Session._governed_bytes).
+_GOVERNED_TABLE = tag_table(stop=b"XQFC", note=b"BP")
+_PARSE = ord("P")
 # ... and for an audited ungoverned session: statements are recorded.
 _AUDITED_TABLE = tag_table(stop=b"XQP")
 # Client messages each answered by one ReadyForQuery.
@@ -404,23 +405,61 @@ class Session:
         return data
 
     def _governed_bytes(self, data: bytes) -> bytes | None:
-        """``client_bytes`` of a governed session: Binds pass too, if ``GovernedRelay.binds_current`` says so.
+        """``client_bytes`` of a governed session, for the chunks drivers send per statement.
 
-        The statements they bind were judged when they were parsed; a Bind whose statement
-        was prepared under another policy context sends the chunk to the general path,
-        which refuses it in order. Queries, Parses, Closes and FunctionCalls always go there.
+        A chunk that is one Query, or a Parse followed by Binds, Describes, Executes and
+        Syncs (the extended protocol's unnamed statement, re-parsed each time): the Query or
+        the Parse goes to ``GovernedRelay.client_message`` exactly as on the general path,
+        and the rest is forwarded as it came if ``GovernedRelay.binds_current`` says the
+        Binds' statements were prepared under the current policy context. Everything else
+        (a stale Bind, a second Parse, Close, FunctionCall, Terminate, a DP answer to wait
+        for) takes the general path, before any message of the chunk was acted on.
         """
+        governed = self.governed
+        if data[:1] == b"Q":
+            return self._governed_query(data)
         walked = governed_syncs(data, _GOVERNED_TABLE, self.settings.max_message_size)
         if walked is None:
             return None
-        syncs, binds = walked
-        governed = self.governed
-        if binds is not None and not governed.binds_current(data, binds):
-            return None  # a statement prepared under another policy: refused on the general path
+        syncs, noted = walked
+        parse_end = 0
+        if noted is not None:
+            if noted[0] == 0 and data[0] == _PARSE:
+                parse_end = noted[1]
+                noted = noted[2:]
+            if noted:
+                if any(data[start] == _PARSE for start in noted[::2]):
+                    return None  # a Parse after other messages: the general path keeps their order
+                # Checked before the Parse runs: it can only make its own statement current.
+                if not governed.binds_current(data, noted):
+                    return None  # a statement prepared under another policy: refused on the general path
+        if parse_end:
+            governed.in_flight = self.in_flight
+            try:
+                piece = governed.client_message(b"P", data[5:parse_end], self.transaction_status)
+            except (NeedsDP, ProtocolViolation):
+                return None  # nothing was recorded yet: the general path asks for the answer or reports the error
+            data = piece + data[parse_end:]
         self.in_flight += syncs
         governed.syncs_sent += syncs  # what client_message does for these messages
-        governed.swallow.client_sent_run(syncs > 0)  # no Parse or Close here: they are inspected
+        governed.swallow.client_sent_run(syncs > 0)  # no Close here, and a Parse only before the Syncs
         return data
+
+    def _governed_query(self, data: bytes) -> bytes | None:
+        """A chunk that is exactly one Query message: judged as on the general path, without its objects."""
+        if len(data) < 5:
+            return None
+        length = int.from_bytes(data[1:5], "big")
+        if length + 1 != len(data) or length < 4 or length > self.settings.max_message_size:
+            return None
+        governed = self.governed
+        governed.in_flight = self.in_flight
+        try:
+            out = governed.client_message(b"Q", data[5:], self.transaction_status)
+        except (NeedsDP, ProtocolViolation):
+            return None  # nothing was recorded yet: the general path asks for the answer or reports the error
+        self.in_flight += 1
+        return out
 
     def backend_bytes(self, data: bytes) -> bool:
         """Note backend bytes that the caller forwards as they are; False: use ``handle``."""
