@@ -300,3 +300,40 @@ def test_cli_audit_reads_the_directory_from_the_config(tmp_path, capsys):
     config.write_text("backend:\n  dsn: postgresql://svc@127.0.0.1:5432/clinic\n")
     assert cli_main(["audit", "--config", str(config)]) == 2
     assert cli_main(["audit", "--dir", str(tmp_path), "--since", "soon"]) == 2
+
+
+# -- per-statement fields: the fast forms agree with the reference ones -----------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from proxy.audit.record import utc_now_iso  # noqa: E402
+from proxy.session import auditing  # noqa: E402
+
+_WORDS = ["SELECT", "select", "with", "E", "U", "x", "_a$1", "selectä", "é", "(", "'q'", "\"id\"", "&", "/* c */",
+          "-- c\n", " ", "\t", "\n", "\v", ";", "1", "$1", "'", "\\"]
+
+
+def _scan_kind(sql: str) -> str:
+    from pglast import parser as pg_parser
+    try:
+        for token in pg_parser.scan(sql):
+            if token.name not in ("SQL_COMMENT", "C_COMMENT"):
+                return sql[token.start:token.end + 1].upper()
+    except Exception:
+        pass
+    return "UNKNOWN"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_WORDS), max_size=5).map("".join))
+def test_statement_kind_reads_the_first_token_as_postgres_does(sql):
+    assert auditing.statement_kind(sql) == _scan_kind(sql)
+
+
+def test_timestamps_are_utc_milliseconds_and_current():
+    before = datetime.now(timezone.utc)
+    ts = utc_now_iso()
+    after = datetime.now(timezone.utc)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ts)
+    parsed = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    assert before - timedelta(milliseconds=1) <= parsed <= after

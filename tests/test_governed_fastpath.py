@@ -389,3 +389,41 @@ def test_malformed_bind_takes_the_general_path(holder):
     assert s.client_bytes(bad) is None
     out = s.handle(ClientDataReceived(bad))
     assert isinstance(out[-1], Close)  # the decoder's ProtocolViolation: FATAL
+
+
+# -- audited sessions: the same records either way ------------------------------------------------------
+
+
+def _audited_session(monkeypatch, user: str, records: list) -> Session:
+    monkeypatch.setenv("PGVEIL_FASTPATH_PW", "pw")
+    monkeypatch.setenv("PGVEIL_FASTPATH_KEY", "k" * 32)
+    config = parse_config(POLICIES.replace("bob: {password_env: PGVEIL_FASTPATH_PW}",
+                                           "bob: {password_env: PGVEIL_FASTPATH_PW, unrestricted: true}") + MASK)
+    holder = PolicyHolder(PolicyState.build(config, {}, _catalog()))
+    s = Session(SessionSettings(database=DB, verifier_for=VERIFIERS.get, holder=holder, audit=records.append,
+                                clock=lambda: 0.0), 4242, b"\xde\xad\xbe\xef")
+    login(s, user)
+    assert (s.governed is not None) == (user == "alice") and s.audit is not None
+    return s
+
+
+def _comparable(records: list) -> list:
+    return [{k: v for k, v in r.to_dict().items() if k != "ts"} for r in records]
+
+
+@pytest.mark.parametrize("user", ["alice", "bob"])
+@pytest.mark.parametrize("seed", range(15))
+def test_audited_chunks_record_as_the_buffered_path_does(monkeypatch, user, seed):
+    rnd = random.Random(seed)
+    fast_records, slow_records = [], []
+    fast, slow = _audited_session(monkeypatch, user, fast_records), _audited_session(monkeypatch, user, slow_records)
+    for _ in range(10):
+        chunk = b"".join(rnd.choice(_pieces(rnd)) for _ in range(rnd.randint(1, 6)))
+        assert same(feed(fast, chunk)) == same(feed_bytewise(slow, chunk))
+        assert fast.in_flight == slow.in_flight
+        rows = be.DataRow([b"1"]).encode() * rnd.randint(0, 2)
+        for s in (fast, slow):
+            for _ in range(s.in_flight):
+                answer(s, rows + READY)
+        assert _comparable(fast_records) == _comparable(slow_records)
+    assert fast_records  # the chunks held statements

@@ -8,8 +8,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
 from typing import Any, Iterable
 
 DECISIONS = ("allowed", "rewritten", "denied", "error")
@@ -21,7 +21,14 @@ def utc_now_iso() -> str:
 
     One fixed width and a ``Z`` suffix, so timestamps sort as strings too.
     """
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:  # formatting the date and time once a second, not per statement
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
+
+
+_second: list = [None, ""]
 
 
 def hash_sql(sql: str, key: bytes | None = None) -> str:

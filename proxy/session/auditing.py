@@ -9,6 +9,7 @@ hash, and no parameter or row value is ever seen here.
 """
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -18,8 +19,16 @@ from pglast import parser as pg_parser
 from ..audit import AuditRecord, hash_sql, utc_now_iso
 
 
+# A plain first word, read as PostgreSQL's lexer reads it: ASCII blanks, then an identifier
+# not followed by what would make it part of a longer token (E'..', U&'..', a non-ASCII letter).
+_FIRST_WORD = re.compile(r"[ \t\n\r\f]*([A-Za-z_][A-Za-z0-9_$]*+)(?![\x80-\U0010ffff'\"&])").match
+
+
 def statement_kind(sql: str) -> str:
     """The first keyword of the statement (SELECT, SET, COPY, ...), comments skipped."""
+    plain = _FIRST_WORD(sql)
+    if plain is not None:  # the usual text: no scan (it builds an object per token of the whole text)
+        return plain.group(1).upper()
     try:
         for token in pg_parser.scan(sql):
             if token.name not in ("SQL_COMMENT", "C_COMMENT"):
@@ -59,7 +68,7 @@ class StatementAudit:
         self._open.append(_Open(group, self._clock(), dict(
             ts=utc_now_iso(), user=info.user, client_addr=info.client_addr, database=info.database,
             session_id=info.session_id, unrestricted=info.unrestricted, purpose=purpose, project=project,
-            statement_kind=statement_kind(sql), tables=list(tables), columns=[], policies=list(policies),
+            statement_kind=statement_kind(sql), tables=tuple(tables), columns=(), policies=tuple(policies),
             decision=decision, sqlstate=sqlstate, sql_hash=hash_sql(sql))))
 
     def ready(self, rows_per_group: list[int]) -> None:

@@ -35,8 +35,10 @@ _INSPECTED_TABLE = tag_table(stop=b"X")
 # leading Parse are judged in place (Session._governed_bytes).
 _GOVERNED_TABLE = tag_table(stop=b"XQFC", note=b"BP")
 _PARSE = ord("P")
-# ... and for an audited ungoverned session: statements are recorded.
-_AUDITED_TABLE = tag_table(stop=b"XQP")
+# ... and for an audited ungoverned session: statements are recorded, and each sync message
+# closes an audit group (Session._audited_bytes).
+_AUDITED_TABLE = tag_table(stop=b"X", note=b"QPSF")
+_QUERY, _SYNC, _FUNCTION_CALL = ord("Q"), ord("S"), ord("F")
 # Client messages each answered by one ReadyForQuery.
 _SYNC_TAGS = frozenset({b"Q", b"S", b"F"})
 
@@ -398,6 +400,8 @@ class Session:
             return None
         if self.governed is not None:
             return self._governed_bytes(data)
+        if self.audit is not None:
+            return self._audited_bytes(data)
         syncs = client_syncs(data, self._inspected_table, self.settings.max_message_size)
         if syncs < 0:
             return None
@@ -443,6 +447,41 @@ class Session:
         self.in_flight += syncs
         governed.syncs_sent += syncs  # what client_message does for these messages
         governed.swallow.client_sent_run(syncs > 0)  # no Close here, and a Parse only before the Syncs
+        return data
+
+    def _audited_bytes(self, data: bytes) -> bytes | None:
+        """``client_bytes`` of an audited unrestricted session: what ``_relay_client`` records, in place.
+
+        Every Query and Parse opens a record in the audit group its position gives (the sync
+        messages before it); all are decoded before any is recorded, so a malformed one sends
+        the whole chunk to the general path (which reports it) with nothing recorded twice.
+        """
+        walked = governed_syncs(data, _AUDITED_TABLE, self.settings.max_message_size)
+        if walked is None:
+            return None
+        noted = walked[1]
+        if noted is None:
+            return data
+        steps = []  # (statement text or None, whether the message is a sync message)
+        try:
+            for i in range(0, len(noted), 2):
+                start, end = noted[i], noted[i + 1]
+                tag = data[start]
+                if tag == _QUERY:
+                    steps.append((fe.query_sql(data[start + 5:end]), True))
+                elif tag == _SYNC or tag == _FUNCTION_CALL:
+                    steps.append((None, True))
+                else:
+                    steps.append((fe.Parse.decode(data[start + 5:end]).query, False))
+        except ProtocolViolation:
+            return None
+        purpose, project = self.context_choice.get("pgveil.purpose"), self.context_choice.get("pgveil.project")
+        for sql, sync in steps:
+            if sql is not None:
+                self.audit.begin(self._syncs_sent, sql, decision="allowed", purpose=purpose, project=project)
+            if sync:
+                self._syncs_sent += 1
+                self.in_flight += 1
         return data
 
     def _governed_query(self, data: bytes) -> bytes | None:
