@@ -327,6 +327,13 @@ def _scan_kind(sql: str) -> str:
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(_WORDS), max_size=5).map("".join))
 def test_statement_kind_reads_the_first_token_as_postgres_does(sql):
+    from pglast import parser as pg_parser
+    try:
+        pg_parser.scan(sql)
+    except Exception:  # the lexer gives up later in the text: UNKNOWN, or the first word if there is a plain one
+        kind = auditing.statement_kind(sql)
+        assert kind == "UNKNOWN" or sql.lstrip(" \t\n\r\f").upper().startswith(kind) and kind.replace("_", "A").replace("$", "A").isalnum()
+        return
     assert auditing.statement_kind(sql) == _scan_kind(sql)
 
 
