@@ -70,3 +70,34 @@ def test_every_statement_is_audited_without_its_text(pg, tmp_path):
     assert [(r["decision"], r["rows"], r["unrestricted"]) for r in root] == [("allowed", 1, True), ("allowed", 7, True)]
     assert all(len(r["sql_hash"]) == 64 and r["duration_ms"] >= 0 and r["client_addr"].startswith("127.0.0.1:")
                for r in records)
+
+
+def test_each_execution_of_a_prepared_statement_is_a_record(pg, tmp_path):
+    """Drivers that prepare once and execute many times (psycopg prepare=True, pgbench -M prepared) leave one
+    record per execution, each with its Parse's decision; the unnamed statement re-parsed each time is not
+    counted twice; a closed statement's name is forgotten."""
+    asyncio.run(create_clinic(pg))
+    audit_dir = tmp_path / "audit"
+    path = clinic_config(tmp_path / "pgveil.yaml", pg, tmp_path / "master.key", drop_policies=("dp-visits",),
+                         audit_dir=audit_dir)
+    proc = ProxyProcess(path, clinic_env(pg))
+    try:
+        for user, purpose in (("alice", "Research.Marketing"), ("root", None)):
+            with _connect(proc.port, user, purpose) as conn:
+                for i in range(1, 5):  # a server-side prepared statement, bound four times
+                    conn.execute("SELECT claim_id, amount FROM claims WHERE claim_id = %s", (i,), prepare=True).fetchall()
+                for i in range(1, 4):  # the unnamed statement: Parse + Bind every time
+                    conn.execute("SELECT claim_id FROM claims WHERE claim_id > %s LIMIT 2", (i,), prepare=False).fetchall()
+    finally:
+        assert proc.stop() == 0
+    records = _records(audit_dir)
+    for user, decision in (("alice", "rewritten"), ("root", "allowed")):
+        mine = [r for r in records if r["user"] == user]
+        by_text = {}
+        for r in mine:
+            by_text.setdefault(r["sql_hash"], []).append(r)
+        assert sorted(len(v) for v in by_text.values()) == [3, 4], [(r["decision"], r["rows"]) for r in mine]
+        assert all(r["decision"] == decision and r["tables"] == (["public.claims"] if user == "alice" else [])
+                   and r["statement_kind"] == "SELECT" for r in mine)
+        prepared = next(v for v in by_text.values() if len(v) == 4)
+        assert all(r["rows"] in (0, 1) for r in prepared)

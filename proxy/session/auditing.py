@@ -6,6 +6,11 @@ rows the backend returned in that group and the elapsed time. Statements of
 one sync group (several Parse/Execute before one Sync) share the group's rows:
 they go to the group's last statement. Nothing of the SQL text is kept but its
 hash, and no parameter or row value is ever seen here.
+
+A prepared statement executed again (a Bind with no Parse of its own: drivers'
+statement caches, ``pgbench -M prepared``) is a statement too: the first Bind
+after a Parse belongs to the Parse's record, every later Bind of that statement
+opens a record of its own, with the decision its Parse got.
 """
 from __future__ import annotations
 
@@ -61,6 +66,8 @@ class StatementAudit:
         self._info = info
         self._open: deque[_Open] = deque()
         self._ready = 0  # ReadyForQuery messages seen
+        # statement name -> [text, decision fields of its Parse, whether its Parse's record still awaits a Bind]
+        self._prepared: dict[str, list] = {}
 
     def begin(self, group: int, sql: str, *, decision: str, sqlstate: str | None = None, tables=(), policies=(),
               purpose: str | None = None, project: str | None = None) -> None:
@@ -70,6 +77,33 @@ class StatementAudit:
             session_id=info.session_id, unrestricted=info.unrestricted, purpose=purpose, project=project,
             statement_kind=statement_kind(sql), tables=tuple(tables), columns=(), policies=tuple(policies),
             decision=decision, sqlstate=sqlstate, sql_hash=hash_sql(sql))))
+
+    def parsed(self, group: int, name: str, sql: str, **decision) -> None:
+        """A Parse: its record opens now; the first Bind of ``name`` after it belongs to it."""
+        self.begin(group, sql, **decision)
+        self._prepared[name] = [sql, decision, True]
+
+    def refused_parse(self, group: int, name: str, sql: str, **decision) -> None:
+        """A refused Parse: recorded; ``name`` no longer names a statement pgveil let through."""
+        self.begin(group, sql, **decision)
+        self._prepared.pop(name, None)
+
+    def bound(self, group: int, name: str) -> None:
+        """A Bind of ``name``: a record of its own unless it is the first one after the Parse."""
+        entry = self._prepared.get(name)
+        if entry is None:
+            return  # not prepared through pgveil's sight (the backend refuses it)
+        if entry[2]:
+            entry[2] = False
+            return
+        self.begin(group, entry[0], **entry[1])
+
+    def forget(self, name: str | None = None) -> None:
+        """Close of a statement (None: DISCARD ALL / DEALLOCATE ALL)."""
+        if name is None:
+            self._prepared.clear()
+        else:
+            self._prepared.pop(name, None)
 
     def ready(self, rows_per_group: list[int]) -> None:
         """ReadyForQuery messages arrived; ``rows_per_group`` holds each one's DataRow count."""

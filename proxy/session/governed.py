@@ -29,15 +29,6 @@ _PARSE_CACHE_SIZE = 256
 _PARSE_CACHE_BODY = 8192
 
 
-def _bind_statement(body: bytes) -> str:
-    """The statement name of a Bind (its second string), without decoding the parameters."""
-    portal_end = body.find(b"\x00")
-    end = body.find(b"\x00", portal_end + 1)
-    if portal_end < 0 or end < 0:
-        return fe.Bind.decode(body).statement  # malformed: let the full decoder raise
-    return body[portal_end + 1:end].decode("utf-8", "replace")
-
-
 class NeedsDP(Exception):
     """Raised by client_message: this statement waits for a DP answer (``plan``); feed it with answer_dp."""
 
@@ -139,21 +130,26 @@ class GovernedRelay:
             self.syncs_sent += 1
             return self._stand_in_query(refusal)
         if tag == b"B":
-            statement = _bind_statement(body)
+            statement = fe.bind_statement(body)
             prepared_under = self.prepared.protocol.get(statement)
             if prepared_under is not None and prepared_under != self.governor.context_key():
                 source = self.prepared.sources.get(statement)
                 if source is not None and transaction_status != "E" and self.swallow.opens_group:
                     return self._reprepared_bind(statement, source, body, transaction_status)
                 refusal = _stale(statement or "(unnamed)")
+                self._note(f"-- Bind of {statement or '(unnamed)'}", refusal)
                 return fe.Parse("", self._register(refusal), ()).encode()  # fails in the Bind's place
             dp = self.dp_statements.get(statement)
             if dp is not None and transaction_status != "E" and self.swallow.opens_group and dp.needs_answer(self.clock()):
                 return self._refreshed_bind(statement, dp, body)
+            if self.audit is not None:
+                self.audit.bound(self.syncs_sent, statement)
         elif tag == b"C":
             close = fe.Close.decode(body)
             if close.kind == "S":
                 self.prepared.forget(close.name)
+                if self.audit is not None:
+                    self.audit.forget(close.name)
         elif tag == b"S":
             self.syncs_sent += 1
         return None
@@ -170,7 +166,7 @@ class GovernedRelay:
                 self._parses[body] = entry
         msg, ops = entry[0], entry[1]
         verdict = self._judge(msg.query, transaction_status, single=True, ops=ops)
-        self._note(msg.query, verdict)
+        self._note(msg.query, verdict, statement=msg.name)
         self.dp_statements.pop(msg.name, None)
         if not isinstance(verdict, Forward):
             return fe.Parse(msg.name, self._register(verdict), msg.param_types).encode()
@@ -248,7 +244,9 @@ class GovernedRelay:
         """
         query, param_types = source
         verdict = self._judge(query, status, single=True)  # NeedsDP for a DP statement: asked, then here again
-        self._note(query, verdict)
+        self._note(query, verdict, statement=name)
+        if self.audit is not None:
+            self.audit.bound(self.syncs_sent, name)  # this Bind is the one the new Parse's record covers
         self.dp_statements.pop(name, None)
         if not isinstance(verdict, Forward):
             return fe.Parse("", self._register(verdict), ()).encode()
@@ -262,7 +260,8 @@ class GovernedRelay:
         name = self.prepared.stale_in_sql(sql, self.governor.context_key(), ops)
         return None if name is None else _stale(name)
 
-    def _note(self, sql: str, verdict) -> None:
+    def _note(self, sql: str, verdict, statement: str | None = None) -> None:
+        """Remember the verdict and open its audit record; ``statement``: the name a Parse prepares."""
         self.last_forward = verdict if isinstance(verdict, Forward) else None
         if self.audit is not None:
             if isinstance(verdict, Forward):
@@ -270,8 +269,14 @@ class GovernedRelay:
                 tables, policies = verdict.tables, verdict.policies
             else:
                 decision, sqlstate, tables, policies = "denied", verdict.sqlstate, (), ()
-            self.audit.begin(self.syncs_sent, sql, decision=decision, sqlstate=sqlstate, tables=tables,
-                             policies=policies, purpose=self.governor.purpose, project=self.governor.project)
+            fields = dict(decision=decision, sqlstate=sqlstate, tables=tables, policies=policies,
+                          purpose=self.governor.purpose, project=self.governor.project)
+            if statement is None:
+                self.audit.begin(self.syncs_sent, sql, **fields)
+            elif isinstance(verdict, Forward):
+                self.audit.parsed(self.syncs_sent, statement, sql, **fields)
+            else:
+                self.audit.refused_parse(self.syncs_sent, statement, sql, **fields)
 
     def _register(self, refusal: Refuse) -> str:
         token = _TOKEN_PREFIX + secrets.token_hex(8)

@@ -37,8 +37,8 @@ _GOVERNED_TABLE = tag_table(stop=b"XQFC", note=b"BP")
 _PARSE = ord("P")
 # ... and for an audited ungoverned session: statements are recorded, and each sync message
 # closes an audit group (Session._audited_bytes).
-_AUDITED_TABLE = tag_table(stop=b"X", note=b"QPSF")
-_QUERY, _SYNC, _FUNCTION_CALL = ord("Q"), ord("S"), ord("F")
+_AUDITED_TABLE = tag_table(stop=b"X", note=b"QPSFBC")
+_QUERY, _SYNC, _FUNCTION_CALL, _BIND, _CLOSE = ord("Q"), ord("S"), ord("F"), ord("B"), ord("C")
 # Client messages each answered by one ReadyForQuery.
 _SYNC_TAGS = frozenset({b"Q", b"S", b"F"})
 
@@ -272,10 +272,9 @@ class Session:
             return self._relay_governed(messages)
         out: list = [cmd.SendToBackend(raw)]
         for tag, body in messages:
-            if self.audit is not None and (tag == b"Q" or tag == b"P"):
-                sql = fe.Query.decode(body).sql if tag == b"Q" else fe.Parse.decode(body).query
-                self.audit.begin(self._syncs_sent, sql, decision="allowed", purpose=self.context_choice.get("pgveil.purpose"),
-                                 project=self.context_choice.get("pgveil.project"))
+            if self.audit is not None and tag != b"X":
+                self._audit_message(*self._audit_step(tag, body))
+                continue
             if tag in _SYNC_TAGS:
                 self._syncs_sent += 1
                 self.in_flight += 1
@@ -435,8 +434,8 @@ class Session:
                 if any(data[start] == _PARSE for start in noted[::2]):
                     return None  # a Parse after other messages: the general path keeps their order
                 # Checked before the Parse runs: it can only make its own statement current.
-                if not governed.binds_current(data, noted):
-                    return None  # a statement prepared under another policy: refused on the general path
+                if governed.audit is not None or not governed.binds_current(data, noted):
+                    return None  # a stale statement is refused (and each Bind audited) on the general path
         if parse_end:
             governed.in_flight = self.in_flight
             try:
@@ -462,27 +461,50 @@ class Session:
         noted = walked[1]
         if noted is None:
             return data
-        steps = []  # (statement text or None, whether the message is a sync message)
+        steps = []  # decoded first: (tag, statement text or name)
         try:
             for i in range(0, len(noted), 2):
                 start, end = noted[i], noted[i + 1]
-                tag = data[start]
-                if tag == _QUERY:
-                    steps.append((fe.query_sql(data[start + 5:end]), True))
-                elif tag == _SYNC or tag == _FUNCTION_CALL:
-                    steps.append((None, True))
-                else:
-                    steps.append((fe.Parse.decode(data[start + 5:end]).query, False))
+                steps.append(self._audit_step(data[start:start + 1], data[start + 5:end]))
         except ProtocolViolation:
             return None
-        purpose, project = self.context_choice.get("pgveil.purpose"), self.context_choice.get("pgveil.project")
-        for sql, sync in steps:
-            if sql is not None:
-                self.audit.begin(self._syncs_sent, sql, decision="allowed", purpose=purpose, project=project)
-            if sync:
-                self._syncs_sent += 1
-                self.in_flight += 1
+        for tag, value in steps:
+            self._audit_message(tag, value)
         return data
+
+    @staticmethod
+    def _audit_step(tag: bytes, body: bytes) -> tuple[bytes, object]:
+        """What the audit needs of one client message of an unrestricted session (raises on a malformed one)."""
+        if tag == b"Q":
+            return tag, fe.query_sql(body)
+        if tag == b"P":
+            msg = fe.Parse.decode(body)
+            return tag, (msg.name, msg.query)
+        if tag == b"B":
+            return tag, fe.bind_statement(body)
+        if tag == b"C":
+            close = fe.Close.decode(body)
+            return tag, close.name if close.kind == "S" else None
+        return tag, None
+
+    def _audit_message(self, tag: bytes, value) -> None:
+        """Audit one client message of an unrestricted session and count its sync group."""
+        audit = self.audit
+        if tag == b"Q" or tag == b"P":
+            purpose, project = self.context_choice.get("pgveil.purpose"), self.context_choice.get("pgveil.project")
+            if tag == b"Q":
+                audit.begin(self._syncs_sent, value, decision="allowed", purpose=purpose, project=project)
+            else:
+                audit.parsed(self._syncs_sent, value[0], value[1], decision="allowed", purpose=purpose, project=project)
+        elif tag == b"B":
+            audit.bound(self._syncs_sent, value)
+        elif tag == b"C":
+            if value is not None:
+                audit.forget(value)
+            return
+        if tag in _SYNC_TAGS:
+            self._syncs_sent += 1
+            self.in_flight += 1
 
     def _governed_query(self, data: bytes) -> bytes | None:
         """A chunk that is exactly one Query message: judged as on the general path, without its objects."""

@@ -181,6 +181,15 @@ def query_sql(body: bytes) -> str:
         return Query.decode(body).sql  # raises the decoder's ProtocolViolation
 
 
+def bind_statement(body: bytes) -> str:
+    """The statement name of a Bind (its second string), without decoding the parameters."""
+    portal_end = body.find(b"\x00")
+    end = body.find(b"\x00", portal_end + 1)
+    if portal_end < 0 or end < 0:
+        return Bind.decode(body).statement  # malformed: let the full decoder raise
+    return body[portal_end + 1:end].decode("utf-8", "replace")
+
+
 def query_message(sql: str) -> bytes:
     """``Query(sql).encode()`` without the object."""
     text = sql.encode("utf-8")
