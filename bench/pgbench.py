@@ -215,6 +215,10 @@ def main(argv=None) -> int:
                                                            repo=checkout)
                         load.roots.append(pid)
                         targets.append(Target(f"{name}@base", port, PGVEIL_USER, password, pid))
+            if "pgveil-audited" in args.targets:
+                port, pid, password = start_pgveil(pg, base / "pgveil-audited", stack, audited=True)
+                load.roots.append(pid)
+                targets.append(Target("pgveil-audited", port, PGVEIL_USER, password, pid))
             if "relay" in args.targets:
                 port, pid = start_relay(pg, stack)
                 targets.append(Target("relay", port, pg.role, pg.role_password, pid))

@@ -25,7 +25,9 @@ DB = "pgbench"
 PGVEIL_USER = "bench"
 MODES = ("simple", "extended", "prepared")
 TARGETS = ("direct", "pgbouncer", "pgveil", "pgveil-governed")
-EXTRA_TARGETS = ("relay",)  # on request: a bare uvloop byte relay, the ceiling of any Python proxy here
+# On request: a bare uvloop byte relay (the ceiling of any Python proxy here), and pgveil with the audit on
+# (the unrestricted user, one JSON-lines record per statement written to the run's directory).
+EXTRA_TARGETS = ("relay", "pgveil-audited")
 PGBOUNCER_MISSING = "pgbouncer not found (apt-get install pgbouncer): skipping the PgBouncer column"
 REPO = Path(__file__).resolve().parent.parent
 
@@ -228,7 +230,7 @@ policies:
 
 
 def start_pgveil(pg: Postgres, workdir: Path, stack: ExitStack, governed: bool = False,
-                 repo: Path | None = None) -> tuple[int, int, str]:
+                 repo: Path | None = None, audited: bool = False) -> tuple[int, int, str]:
     """pgveil as its own process; ``repo``: run another checkout's code (``--baseline``), default this one."""
     workdir.mkdir(mode=0o700)
     password = secrets.token_urlsafe(18)
@@ -244,6 +246,7 @@ backend:
   password_env: PGVEIL_BENCH_BACKEND_PASSWORD
 users:
 {user}""" + (GOVERNED_POLICIES % {"user": PGVEIL_USER} if governed else "")
+        + (f"audit: {{path: {workdir / 'audit'}}}\n" if audited else "")
     )
     env = dict(os.environ, PGVEIL_BENCH_BACKEND_PASSWORD=pg.role_password, PGVEIL_BENCH_USER_PASSWORD=password)
     if repo is not None:  # its own code first, whatever is installed or on PYTHONPATH
@@ -253,7 +256,7 @@ users:
         proc = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--config", str(config)], stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=repo or REPO,
                                 start_new_session=True)
-    name = ("pgveil-governed" if governed else "pgveil") + ("@base" if repo is not None else "")
+    name = ("pgveil-governed" if governed else "pgveil-audited" if audited else "pgveil") + ("@base" if repo is not None else "")
     stack.callback(lambda: (say(f"stopping {name}"), _stop_process(proc, name)))
 
     def listening() -> int | None:
