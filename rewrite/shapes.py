@@ -368,7 +368,7 @@ def _template(actual: Any, probe: Any, slots: list, probes: list[str], values: l
         positions.append((j, lit))
     if len(seen) != len(probes):
         return None  # a literal the rewrite dropped, or printed in another form
-    segments, filled, pos, apos = [], [], 0, 0
+    segments, filled, pos = [], [], 0
     for j, lit in positions:
         pt, at = ptoks[j], atoks[j]
         segments.append(probe.sql[pos:pt.start])
