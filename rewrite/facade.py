@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Union
 from rewrite.analysis import ParseFailure, analyze, parse_statements, print_spliced, reparse_check
 from rewrite.analysis import splice as source_splice
 from rewrite.catalog import Catalog, Relation
-from rewrite.decide import PolicySet, Subject, TableDecision, TableInfo, decide
+from rewrite.decide import PolicySet, Subject, TableInfo, decide
 from rewrite.engine import viewcache
 from rewrite.engine.functions import builtin_names, qualify_builtins
 from rewrite.engine.governed import Governance

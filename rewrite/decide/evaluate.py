@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from .compiled import CompiledAccess, CompiledFilter, CompiledMask, CompiledPolicy, Item
+from .compiled import CompiledAccess, CompiledFilter, CompiledPolicy, Item
 from .resource import ANCESTOR, DESCENDANT, NONE, TAG_RANK, best, best_tag
 from .result import ColumnMask
 from .subject import Subject

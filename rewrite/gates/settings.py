@@ -93,7 +93,7 @@ def check_set(stmt: ast.VariableSetStmt, ctx: GateContext) -> Refusal | None:
     if kind == VariableSetKind.VAR_SET_VALUE and not all(_is_constant(a) for a in stmt.args or ()):
         return unsupported("settings", f"SET {shown(name)} accepts constants only (settings)")
     if kind not in (VariableSetKind.VAR_SET_VALUE, VariableSetKind.VAR_SET_DEFAULT, VariableSetKind.VAR_RESET):
-        return unsupported("settings", f"this form of SET is not supported by pgveil (settings)")
+        return unsupported("settings", "this form of SET is not supported by pgveil (settings)")
     return None
 
 
