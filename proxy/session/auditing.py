@@ -66,22 +66,30 @@ class StatementAudit:
         self._info = info
         self._open: deque[_Open] = deque()
         self._ready = 0  # ReadyForQuery messages seen
-        # statement name -> [text, decision fields of its Parse, whether its Parse's record still awaits a Bind]
+        # statement name -> [kind, SQL hash, decision fields of its Parse, whether its Parse's record awaits a Bind]
         self._prepared: dict[str, list] = {}
 
     def begin(self, group: int, sql: str, *, decision: str, sqlstate: str | None = None, tables=(), policies=(),
               purpose: str | None = None, project: str | None = None) -> None:
+        self._open_record(group, statement_kind(sql), hash_sql(sql), dict(
+            decision=decision, sqlstate=sqlstate, tables=tuple(tables), policies=tuple(policies), purpose=purpose,
+            project=project))
+
+    def _open_record(self, group: int, kind: str, sql_hash: str, decision: dict) -> None:
         info = self._info
         self._open.append(_Open(group, self._clock(), dict(
             ts=utc_now_iso(), user=info.user, client_addr=info.client_addr, database=info.database,
-            session_id=info.session_id, unrestricted=info.unrestricted, purpose=purpose, project=project,
-            statement_kind=statement_kind(sql), tables=tuple(tables), columns=(), policies=tuple(policies),
-            decision=decision, sqlstate=sqlstate, sql_hash=hash_sql(sql))))
+            session_id=info.session_id, unrestricted=info.unrestricted, statement_kind=kind, columns=(),
+            sql_hash=sql_hash, **decision)))
 
     def parsed(self, group: int, name: str, sql: str, **decision) -> None:
         """A Parse: its record opens now; the first Bind of ``name`` after it belongs to it."""
         self.begin(group, sql, **decision)
-        self._prepared[name] = [sql, decision, True]
+        opened = self._open[-1].fields
+        # what a later Bind's record repeats, kind and hash included (not computed again per execution)
+        self._prepared[name] = [opened["statement_kind"], opened["sql_hash"],
+                                {k: opened[k] for k in ("decision", "sqlstate", "tables", "policies", "purpose", "project")},
+                                True]
 
     def refused_parse(self, group: int, name: str, sql: str, **decision) -> None:
         """A refused Parse: recorded; ``name`` no longer names a statement pgveil let through."""
@@ -93,10 +101,10 @@ class StatementAudit:
         entry = self._prepared.get(name)
         if entry is None:
             return  # not prepared through pgveil's sight (the backend refuses it)
-        if entry[2]:
-            entry[2] = False
+        if entry[3]:
+            entry[3] = False
             return
-        self.begin(group, entry[0], **entry[1])
+        self._open_record(group, entry[0], entry[1], entry[2])
 
     def forget(self, name: str | None = None) -> None:
         """Close of a statement (None: DISCARD ALL / DEALLOCATE ALL)."""
