@@ -165,6 +165,9 @@ def test_prepared_mode_chunks_take_the_raw_path(holder):
     assert judged == feed_bytewise(other, parse("s1", SELECT) + SYNC) and b"'-'" in judged  # masked
     assert state_of(s) == state_of(other)
     assert s.client_bytes(bind("s1") + parse("s2", OTHER) + SYNC) is None  # a Parse after a Bind: in order
+    # Binds in a later sync group than the Parse's: the general path (a DP statement's answer may be stale there)
+    assert s.client_bytes(parse("s1", SELECT) + bind("s1") + SYNC + bind("s1") + EXECUTE + SYNC) is None
+    assert s.client_bytes(parse("s1", SELECT) + bind("s1") + EXECUTE + SYNC) is not None
     chunk = bind("s1", b"7") + DESCRIBE + EXECUTE + SYNC
     syncs, in_flight = s.governed.syncs_sent, s.in_flight
     assert s.client_bytes(chunk) == chunk

@@ -35,6 +35,17 @@ _INSPECTED_TABLE = tag_table(stop=b"X")
 # leading Parse are judged in place (Session._governed_bytes).
 _GOVERNED_TABLE = tag_table(stop=b"XQFC", note=b"BP")
 _PARSE = ord("P")
+
+
+def _first_sync(data: bytes) -> int:
+    """Where the first Sync of a chunk of whole, valid messages starts (its length if none)."""
+    pos, size = 0, len(data)
+    while pos < size:
+        tag, length = _HEADER.unpack_from(data, pos)
+        if tag == b"S":
+            return pos
+        pos += 1 + length
+    return size
 # ... and for an audited ungoverned session: statements are recorded, and each sync message
 # closes an audit group (Session._audited_bytes).
 _AUDITED_TABLE = tag_table(stop=b"X", note=b"QPSFBC")
@@ -433,6 +444,10 @@ class Session:
             if noted:
                 if any(data[start] == _PARSE for start in noted[::2]):
                     return None  # a Parse after other messages: the general path keeps their order
+                if parse_end and syncs and _first_sync(data) < noted[-1]:
+                    # a Bind in a later sync group than the Parse's: for a DP statement the general path
+                    # decides there whether its answer is still fresh (GovernedRelay._client_message)
+                    return None
                 # Checked before the Parse runs: it can only make its own statement current.
                 if governed.audit is not None or not governed.binds_current(data, noted):
                     return None  # a stale statement is refused (and each Bind audited) on the general path
