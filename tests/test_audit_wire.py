@@ -31,12 +31,17 @@ def _records(directory):
     return out
 
 
-def test_every_statement_is_audited_without_its_text(pg, tmp_path):
+def _audited_proxy(pg, tmp_path):
+    """The clinic behind a running pgveil that audits to ``tmp_path/audit``: (that directory, the process)."""
     asyncio.run(create_clinic(pg))
     audit_dir = tmp_path / "audit"
     path = clinic_config(tmp_path / "pgveil.yaml", pg, tmp_path / "master.key", drop_policies=("dp-visits",),
                          audit_dir=audit_dir)
-    proc = ProxyProcess(path, clinic_env(pg))
+    return audit_dir, ProxyProcess(path, clinic_env(pg))
+
+
+def test_every_statement_is_audited_without_its_text(pg, tmp_path):
+    audit_dir, proc = _audited_proxy(pg, tmp_path)
     try:
         with _connect(proc.port, "alice", "Research.Marketing") as conn:
             conn.execute("SELECT ssn FROM patients WHERE ssn <> '111-22-3333'").fetchall()
@@ -76,11 +81,7 @@ def test_each_execution_of_a_prepared_statement_is_a_record(pg, tmp_path):
     """Drivers that prepare once and execute many times (psycopg prepare=True, pgbench -M prepared) leave one
     record per execution, each with its Parse's decision; the unnamed statement re-parsed each time is not
     counted twice; a closed statement's name is forgotten."""
-    asyncio.run(create_clinic(pg))
-    audit_dir = tmp_path / "audit"
-    path = clinic_config(tmp_path / "pgveil.yaml", pg, tmp_path / "master.key", drop_policies=("dp-visits",),
-                         audit_dir=audit_dir)
-    proc = ProxyProcess(path, clinic_env(pg))
+    audit_dir, proc = _audited_proxy(pg, tmp_path)
     try:
         for user, purpose in (("alice", "Research.Marketing"), ("root", None)):
             with _connect(proc.port, user, purpose) as conn:

@@ -7,7 +7,6 @@ unless PGVEIL_REQUIRE_SPEEDUPS is set (CI sets it: there it must have been built
 """
 from __future__ import annotations
 
-import os
 import struct
 
 import pytest
@@ -15,14 +14,10 @@ from hypothesis import given, settings, strategies as st
 
 from proxy.wire import walk
 
-try:
-    from proxy.wire import _walk
-except ImportError:  # pragma: no cover - depends on the machine
-    _walk = None
-    if os.environ.get("PGVEIL_REQUIRE_SPEEDUPS"):
-        raise
+from .speedups import c_module, skip_unless_built
 
-pytestmark = pytest.mark.skipif(_walk is None, reason="the C speedups are not built (no compiler at install time)")
+_walk = c_module("proxy.wire._walk")
+pytestmark = skip_unless_built(_walk)
 
 TAGS = b"QSFPBCDEHXdcfpTZDDDDZCnsIKR1234tvAN\x00\xff"
 

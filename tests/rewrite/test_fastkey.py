@@ -9,21 +9,16 @@ unless PGVEIL_REQUIRE_SPEEDUPS is set (CI).
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from rewrite import shapes
 
-try:
-    from rewrite._fastkey import fast_tokens
-except ImportError:  # pragma: no cover - depends on the machine
-    fast_tokens = None
-    if os.environ.get("PGVEIL_REQUIRE_SPEEDUPS"):
-        raise
+from ..speedups import c_module, skip_unless_built
 
-pytestmark = pytest.mark.skipif(fast_tokens is None, reason="the C speedups are not built (no compiler at install time)")
+_fastkey = c_module("rewrite._fastkey")
+fast_tokens = _fastkey.fast_tokens if _fastkey is not None else None
+pytestmark = skip_unless_built(_fastkey)
 
 PIECES = ["SELECT", " ", "a", "t1", "x_9", "e", "E", "1", "0", "007", "42", "2147483647", "2147483648", "9999999999",
           "1.5", ".5", "1.", "1e5", "1e", "1E+3", "1e-", "'", "''", "'abc'", "'it''s'", '"', '""', '"id"', '"a""b"',
