@@ -89,7 +89,19 @@ class PolicyHolder:
     def __init__(self, state: PolicyState) -> None:
         self.current = state
         self.generation = 0  # bumped on every swap: caches keyed by it never outlive their state
+        self._listeners: list = []  # weakref.WeakMethod (or other weak callables) of state -> None
+
+    def on_swap(self, listener) -> None:
+        """Call ``listener()(state)`` after every swap while it is alive (a weak reference, e.g. WeakMethod)."""
+        self._listeners.append(listener)
 
     def swap(self, state: PolicyState) -> None:
         self.current = state
         self.generation += 1
+        alive = []
+        for ref in self._listeners:
+            listener = ref()
+            if listener is not None:
+                alive.append(ref)
+                listener(state)
+        self._listeners = alive

@@ -3,7 +3,9 @@
 Every protocol decision is made by ``session.Session``; this module carries out
 its commands with asyncio Protocols (on uvloop when available), applies
 backpressure in both directions (a slow reader pauses the other side's reads),
-enforces connection and time limits, and forwards cancel requests.
+enforces connection and time limits, and forwards cancel requests. A session that
+becomes a plain byte relay is handed to the C relay thread (``relay_thread``) when
+it is built; this module still owns its cancel key, shutdown and close.
 """
 from __future__ import annotations
 
@@ -12,16 +14,19 @@ import logging
 import os
 import secrets
 import ssl
+import weakref
 from dataclasses import dataclass
 
 from .auth import Verifier
 from .backend_auth import BackendAuthError, BackendHandshake
 from .dsn import BackendTarget, service_connect_kwargs
-from .policy_state import PolicyHolder
+from .policy_state import PolicyHolder, PolicyState
+from .relay_thread import PairClosed, open_relay_thread
 from .session_setup import key_setup
 from .session import commands as cmd
 from .session import events as ev
 from .session import Session, SessionSettings
+from .session.states import State
 from .wire import ProtocolViolation, backend as be
 from .wire.startup import CancelRequest, SSLRequest
 
@@ -133,6 +138,7 @@ class ClientConnection(asyncio.Protocol):
         self._auth_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._backend_write = None
+        self.pair = None  # set once the relay thread relays this session (its transports are closed then)
 
     # -- asyncio.Protocol -------------------------------------------------------
 
@@ -166,6 +172,8 @@ class ClientConnection(asyncio.Protocol):
             self._apply(session.handle(ev.ClientDataReceived(data)))
 
     def connection_lost(self, exc) -> None:
+        if self.pair is not None:
+            return  # the transport closed at the hand-off; the socket lives on in the relay thread
         if self.session is not None:
             self._apply(self.session.handle(ev.ClientClosed()))
         self._close()
@@ -262,6 +270,59 @@ class ClientConnection(asyncio.Protocol):
             self._auth_timer.cancel()
         if hs.leftover:
             self.on_backend_data(hs.leftover)
+        self._hand_off()
+
+    # -- the relay thread -----------------------------------------------------------
+
+    def _hand_off(self) -> None:
+        """Give a pass-through session's sockets to the relay thread, where there is one and it can take them.
+
+        Only at a point where nothing is pending on either side: every byte read so far was
+        relayed, both transports' write buffers are empty and both streams are on message
+        boundaries. The transports are closed (uvloop stops reading at once; dups keep the
+        sockets open) before the thread sees the sockets, so no byte is read twice or lost.
+        """
+        relay = self.proxy.relay_thread
+        backend = self.backend
+        if relay is None or self.closed or not self.session.can_hand_off():
+            return
+        client_t, backend_t = self.transport, backend.transport
+        if client_t.get_write_buffer_size() or backend_t.get_write_buffer_size():
+            return
+        if any(t.get_extra_info(k) is not None for t in (client_t, backend_t) for k in ("sslcontext", "ssl_object")):
+            return
+        client_sock, backend_sock = client_t.get_extra_info("socket"), backend_t.get_extra_info("socket")
+        if client_sock is None or backend_sock is None:
+            return
+        client_fd, backend_fd = os.dup(client_sock.fileno()), os.dup(backend_sock.fileno())
+        backend.client = None  # its transport closing now is not the session's end
+        backend._relay = None
+        self._backend_write = None
+        session = self.session
+        try:
+            self.pair = relay.adopt(self, client_fd, backend_fd, session.in_flight, session.transaction_status,
+                                    self.proxy.settings.max_message_size)
+        except (RuntimeError, MemoryError, OSError):  # the fds are closed: the session ends as on a lost client
+            log.exception("the relay thread could not take a session")
+            client_t.close()
+            backend_t.close()
+            return
+        client_t.close()
+        backend_t.close()
+
+    def relay_closed(self, cancel: bool) -> None:
+        """The relay thread closed this session's sockets; cancel what the client left running."""
+        if cancel:
+            self.proxy.cancel_backend(self.session)
+        self.session.state = State.CLOSED
+        self._close()
+
+    @property
+    def in_flight(self) -> int:
+        """Statements sent to the backend and not yet answered."""
+        if self.pair is not None:
+            return self.pair.in_flight
+        return self.session.in_flight if self.session is not None else 0
 
     def _auth_timeout(self) -> None:
         if self.session is not None and not self.closed:
@@ -281,13 +342,22 @@ class ClientConnection(asyncio.Protocol):
                 bt.close()
         for task in self._tasks:
             task.cancel()
-        if self.transport is not None:
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
+    def terminate(self, sqlstate: str, message: str) -> None:
+        """End the session now with a FATAL error (shutdown, a revoked entitlement)."""
+        if self.closed:
+            return
+        error = be.error(sqlstate, message, severity="FATAL")
+        if self.pair is not None:
+            self.pair.close(error)  # sent after what is pending; relay_closed follows
+            return
+        self.transport.write(error)
+        self._close()
+
     def shutdown_now(self) -> None:
-        if not self.closed:
-            self.transport.write(be.error("57P01", "terminating connection due to administrator command", severity="FATAL"))
-            self._close()
+        self.terminate("57P01", "terminating connection due to administrator command")
 
 
 class Proxy:
@@ -309,11 +379,38 @@ class Proxy:
         self.closing = False
         self._server: asyncio.AbstractServer | None = None
         self._dp = None  # proxy.dp.DPService, opened on the first DP statement
+        self.relay_thread = None  # proxy.relay_thread.RelayThread once started, where it is built
+        if settings.holder is not None:
+            settings.holder.on_swap(weakref.WeakMethod(self._policy_swapped))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: ClientConnection(self), self.settings.host, self.settings.port,
                                                 backlog=1024, reuse_address=True)
+        self.relay_thread = open_relay_thread()
+        if self.relay_thread is not None:
+            loop.add_reader(self.relay_thread.notify_fd, self._relay_events)
+
+    def _relay_events(self) -> None:
+        for conn, what in self.relay_thread.events():
+            if type(what) is PairClosed:
+                conn.relay_closed(what.cancel)
+            elif what.from_client:
+                conn.pair.close(be.error("08P01", what.message, severity="FATAL"))
+            else:
+                log.error("backend sent an invalid message stream: %s", what.message)
+                conn.pair.close(be.error("08P01", "pgveil lost track of the backend's messages", severity="FATAL"))
+
+    def _policy_swapped(self, state: PolicyState) -> None:
+        """A session let through unrestricted whose user no longer is ends now (it was never governed)."""
+        for conn in list(self.connections):
+            session = conn.session
+            if session is None or session.governed is not None or session.state not in (State.CONNECTING, State.READY):
+                continue
+            user = state.config.users.get(session.user)
+            if user is None or not user.unrestricted:
+                conn.terminate("57P01", f'terminating connection: user "{session.user}" is no longer unrestricted '
+                               "under the reloaded policy; reconnect to continue under it")
 
     @property
     def port(self) -> int:
@@ -416,11 +513,14 @@ class Proxy:
             self._server.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while loop.time() < deadline and any(c.session and c.session.in_flight for c in self.connections):
+        while loop.time() < deadline and any(c.in_flight for c in self.connections):
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.shutdown_now()
         if self._server is not None:
             await self._server.wait_closed()
+        if self.relay_thread is not None:
+            loop.remove_reader(self.relay_thread.notify_fd)
+            self.relay_thread.stop()  # sends what shutdown_now queued, closes the rest
         if self._dp is not None:
             await self._dp.close()

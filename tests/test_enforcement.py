@@ -174,6 +174,43 @@ def test_hot_reload_applies_from_the_next_statement_and_rejects_bad_files(clinic
         path.write_text(original)
 
 
+def test_a_reload_that_takes_unrestricted_away_ends_that_users_sessions(clinic):
+    """An unrestricted session was never governed (and may be in the C relay thread): it ends, fail closed."""
+    proc, path = clinic
+    original = path.read_text()
+    try:
+        with connect(clinic, "root") as root, connect(clinic, "alice", prepare_threshold=None) as alice:
+            assert root.execute("SELECT ssn FROM patients WHERE patient_id = 1").fetchone() == (SSNS[0],)
+            config = yaml.safe_load(original)
+            config["users"]["root"]["unrestricted"] = False
+            config["users"]["root"]["attributes"] = {"office_location": ["Ohio"]}
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            deadline = time.monotonic() + 10
+            with pytest.raises(psycopg.OperationalError) as err:
+                while time.monotonic() < deadline:
+                    root.execute("SELECT ssn FROM patients WHERE patient_id = 1").fetchone()
+                    time.sleep(0.2)
+            assert "no longer unrestricted" in str(err.value)
+            no_secret(str(err.value))
+            assert alice.execute("SELECT count(*) FROM claims").fetchone() == (2,)  # a governed session goes on
+        with connect(clinic, "root") as again:  # reconnected: governed now, and no policy grants root patients
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+                again.execute("SELECT ssn FROM patients WHERE patient_id <= 3")
+            no_secret(str(err.value))
+    finally:
+        path.write_text(original)
+    deadline = time.monotonic() + 10
+    while True:  # the original config is back in force before the next test
+        with connect(clinic, "root") as conn:
+            try:
+                if conn.execute("SELECT ssn FROM patients WHERE patient_id = 1").fetchone() == (SSNS[0],):
+                    break
+            except psycopg.errors.InsufficientPrivilege:
+                pass  # still governed: the watcher has not seen the file yet
+        assert time.monotonic() < deadline, "the original config did not come back"
+        time.sleep(0.2)
+
+
 def test_prepared_statements_do_not_outlive_the_purpose_they_were_rewritten_for(clinic):
     with connect(clinic, "alice", purpose="Research.Marketing", prepare_threshold=None) as conn:  # SQL level
         conn.execute("PREPARE p AS SELECT count(*) FROM patients")

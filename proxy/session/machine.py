@@ -86,6 +86,16 @@ class Session(HotPath):
         # Client messages waiting for a DP answer (the first one asked for it); None: not suspended.
         self._held: list | None = None
 
+    def can_hand_off(self) -> bool:
+        """From here on a byte relay that only counts statements (``proxy/relay_thread.py`` may take it).
+
+        READY, nothing governed, audited or encrypted (TLS is the event loop's), and no byte of
+        either direction held or half-read: whoever relays next starts on message boundaries.
+        """
+        return (self.state is State.READY and self.governed is None and self.audit is None and not self.tls
+                and self._held is None and not self._client_buf.pending and self._walker.idle
+                and self._walker.at_boundary)
+
     # -- dispatch -------------------------------------------------------------
 
     def handle(self, event) -> list:

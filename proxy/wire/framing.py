@@ -26,6 +26,15 @@ class ProtocolViolation(Exception):
     sqlstate = "08P01"
 
 
+def length_violation(tag: bytes, length: int, limit: int) -> str | None:
+    """Why a client message header is invalid (length below 4 or above ``limit``), or None."""
+    if length < 4:
+        return f"invalid message length {length} for message type {tag!r}"
+    if length > limit:
+        return f"message of type {tag!r} is {length} bytes, over the limit of {limit}"
+    return None
+
+
 class MessageBuffer:
     """Accumulates bytes from a peer and cuts them into whole messages."""
 
@@ -74,11 +83,8 @@ class MessageBuffer:
         out: list[tuple[bytes, bytes]] = []
         while size - pos >= 5:
             tag, length = _HEADER.unpack_from(buf, pos)
-            if length < 4:
-                raise ProtocolViolation(f"invalid message length {length} for message type {tag!r}")
-            if length > self.max_message_size:
-                raise ProtocolViolation(
-                    f"message of type {tag!r} is {length} bytes, over the limit of {self.max_message_size}")
+            if length < 4 or length > self.max_message_size:
+                raise ProtocolViolation(length_violation(tag, length, self.max_message_size))
             end = pos + 1 + length
             if end > size:
                 break
@@ -112,6 +118,11 @@ class StreamWalker:
         self._header = b""  # a partial header carried across chunks
         self._peek_tags = frozenset(peek_tags[i:i + 1] for i in range(len(peek_tags)))
         self._want_peek: bytes | None = None  # tag waiting for its first body byte
+
+    @property
+    def at_boundary(self) -> bool:
+        """The next byte starts a message (nothing of the last one is still to come)."""
+        return not self._remaining and not self._header and self._want_peek is None
 
     def feed(self, data: bytes) -> list[tuple[bytes, int | None]]:
         """Messages starting in ``data``: (tag, first body byte or None)."""

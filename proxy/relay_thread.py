@@ -1,0 +1,87 @@
+"""Pass-through sessions relayed off the event loop, by the C thread of ``proxy/_relay.c``.
+
+A session nothing inspects (an unrestricted user, no audit, no TLS) is, once READY, a
+byte relay that counts the statements in flight. Through the event loop every chunk of
+it costs a Python callback and a transport write each way; handed to the relay thread,
+none do. ``RelayThread`` is the Python face of that thread: ``adopt`` takes a session's
+two (dup'ed) sockets, ``events`` says what the server must act on (a pair closed, with
+or without a statement left running; a message of invalid length), ``stop`` ends it.
+
+No asyncio here: ``proxy/server.py`` watches ``notify_fd`` and decides when a session
+is handed over (``Session.can_hand_off``). Without the C module (no compiler at install
+time), or with ``PGVEIL_NO_SPEEDUPS=1`` / ``PGVEIL_NO_RELAY_THREAD=1``, there is no relay
+thread and every session stays on the event loop, which is just as correct.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+
+from .wire.framing import length_violation
+
+try:
+    from . import _relay
+except ImportError:  # not built: sessions stay on the event loop
+    _relay = None
+
+
+@dataclass(frozen=True, slots=True)
+class PairClosed:
+    cancel: bool  # the client left with a statement in flight: cancel it on the backend
+
+
+@dataclass(frozen=True, slots=True)
+class PairViolation:
+    """A message of invalid length; the pair relays nothing more until ``Pair.close(error)``."""
+
+    from_client: bool
+    message: str
+
+
+class RelayThread:
+    def __init__(self, core) -> None:
+        self._core = core
+        self._ids = itertools.count(1)
+        self._owners: dict[int, object] = {}
+        self._limits: dict[int, int] = {}
+        self.notify_fd: int = core.notify_fd
+
+    def adopt(self, owner, client_fd: int, backend_fd: int, in_flight: int, status: str, max_message_size: int):
+        """Relay the two sockets from now on (the thread closes both fds, also if this raises); a Pair."""
+        pair_id = next(self._ids)
+        pair = self._core.add(pair_id, client_fd, backend_fd, in_flight, status, max_message_size)
+        self._owners[pair_id] = owner
+        self._limits[pair_id] = max_message_size
+        return pair
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+    def events(self) -> list[tuple[object, PairClosed | PairViolation]]:
+        """(owner, what happened) for every event since the last call, in order."""
+        out = []
+        for pair_id, kind, a, b in self._core.events():
+            owner = self._owners.get(pair_id)
+            if owner is None:
+                continue
+            if kind == _relay.EV_CLOSED:
+                del self._owners[pair_id]
+                del self._limits[pair_id]
+                out.append((owner, PairClosed(bool(a))))
+            elif kind == _relay.EV_CLIENT_VIOLATION:
+                out.append((owner, PairViolation(True, length_violation(bytes([a]), b, self._limits[pair_id]))))
+            else:
+                out.append((owner, PairViolation(False, f"invalid message length {b} from server")))
+        return out
+
+    def stop(self) -> None:
+        """Close every pair still relayed and end the thread."""
+        self._core.stop()
+
+
+def open_relay_thread() -> RelayThread | None:
+    """The relay thread, or None where it is not built or is switched off."""
+    if _relay is None or os.environ.get("PGVEIL_NO_SPEEDUPS") or os.environ.get("PGVEIL_NO_RELAY_THREAD"):
+        return None
+    return RelayThread(_relay.Core())
