@@ -52,6 +52,7 @@ typedef struct {
     pair *owner;
     int fd;          /* -1 once closed */
     uint32_t mask;   /* interest registered with epoll */
+    int hup;         /* the peer hung up while unread: out of epoll, read directly once drained */
 } endpoint;
 
 typedef struct {
@@ -75,15 +76,16 @@ struct pair {
     int mode;          /* thread-owned */
     int cancel_on_close;
     int terminated;    /* the client's Terminate went to the backend */
+    int close_done;    /* a Pair.close was carried out (later ones do nothing) */
     int refs;          /* atomic: the Python Pair, the thread while live, each queued command */
-    unsigned char *final;  /* bytes to send the client before closing (queued by Pair.close) */
-    size_t final_len;
     pair *prev, *next; /* the thread's live list */
 };
 
 typedef struct {
     int kind;
     pair *p;
+    unsigned char *final;  /* CMD_CLOSE: bytes for the client before closing (owned by the command) */
+    size_t final_len;
 } command;
 
 typedef struct {
@@ -128,7 +130,6 @@ pair_unref(pair *p)
     if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) == 0) {
         free(p->streams[0].buf);
         free(p->streams[1].buf);
-        free(p->final);
         free(p);
     }
 }
@@ -182,11 +183,12 @@ close_end(Core *c, endpoint *e)
     e->fd = -1;
 }
 
-/* Is the client stream at a message boundary with nothing unsent (a Terminate may follow)? */
+/* Has the backend got whole messages only, nothing unsent (a Terminate may follow)? A partial
+ * header held back here was never sent. */
 static int
 at_boundary(const stream *s)
 {
-    return s->head == s->fwd && s->fwd == s->tail && s->body_left == 0;
+    return s->head == s->fwd && s->body_left == 0;
 }
 
 /* Close the backend, with a Terminate first where one fits (so it ends the session cleanly). */
@@ -327,7 +329,12 @@ flush(Core *c, pair *p, int which)
 {
     stream *s = &p->streams[which];
     endpoint *dst = &p->ends[which == TO_BACKEND ? BACKEND : CLIENT];
-    while (s->head < s->fwd && dst->fd >= 0) {
+    if (dst->fd < 0) {
+        if ((p->mode == DRAIN_TO_CLIENT && which == TO_CLIENT) || (p->mode == DRAIN_TO_BACKEND && which == TO_BACKEND))
+            finish(c, p);  /* nobody left to drain to */
+        return;
+    }
+    while (s->head < s->fwd) {
         ssize_t n = send(dst->fd, s->buf + s->head, s->fwd - s->head, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
@@ -354,26 +361,26 @@ flush(Core *c, pair *p, int which)
     }
 }
 
-/* One read from the source of stream ``which``, walked and written on. */
-static void
+/* One read from the source of stream ``which``, walked and written on; 0 if nothing was read. */
+static int
 pump(Core *c, pair *p, int which)
 {
     stream *s = &p->streams[which];
     endpoint *src = &p->ends[which == TO_BACKEND ? CLIENT : BACKEND];
     ssize_t n;
     if (src->fd < 0 || s->tail >= s->cap)
-        return;
+        return 0;
     do
         n = recv(src->fd, s->buf + s->tail, s->cap - s->tail, 0);
     while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return;
+        return 0;
     if (n <= 0) {
         if (which == TO_BACKEND)
             client_gone(c, p);
         else
             backend_gone(c, p);
-        return;
+        return 0;
     }
     s->tail += (size_t)n;
     int r = which == TO_BACKEND ? walk_client(c, p, s) : walk_backend(c, p, s);
@@ -385,10 +392,11 @@ pump(Core *c, pair *p, int which)
         close_end(c, &p->ends[CLIENT]);
         if (s->head == s->fwd) {  /* an empty Terminate-only chunk cannot be, but stay safe */
             finish(c, p);
-            return;
+            return 1;
         }
     }
     flush(c, p, which);
+    return 1;
 }
 
 static void
@@ -401,10 +409,31 @@ update_interest(Core *c, pair *p)
     want[BACKEND] = (reading && down->head == down->fwd ? EPOLLIN : 0) | (up->head < up->fwd ? EPOLLOUT : 0);
     for (int i = 0; i < 2; i++) {
         endpoint *e = &p->ends[i];
-        if (e->fd >= 0 && e->mask != want[i]) {
+        if (e->fd >= 0 && !e->hup && e->mask != want[i]) {
             struct epoll_event ev = {.events = want[i], .data.ptr = e};
             epoll_ctl(c->epfd, EPOLL_CTL_MOD, e->fd, &ev);
             e->mask = want[i];
+        }
+    }
+}
+
+/* Read a hung-up peer's last bytes while its stream has room (the read of EOF ends the pair). */
+static void
+resume_hung_up(Core *c, pair *p)
+{
+    for (int which = 0; which < 2; which++) {
+        stream *s = &p->streams[which];
+        endpoint *src = &p->ends[which == TO_BACKEND ? CLIENT : BACKEND];
+        while (p->mode == RELAYING && src->fd >= 0 && src->hup && s->head == s->fwd) {
+            if (!pump(c, p, which)) {
+                if (p->mode == RELAYING && src->fd >= 0) {  /* no EOF after a hang-up: never wait for more */
+                    if (which == TO_BACKEND)
+                        client_gone(c, p);
+                    else
+                        backend_gone(c, p);
+                }
+                break;
+            }
         }
     }
 }
@@ -418,44 +447,57 @@ on_ready(Core *c, endpoint *e, uint32_t events)
         flush(c, p, side == CLIENT ? TO_CLIENT : TO_BACKEND);
     if (p->mode == DEAD || e->fd < 0)
         return;
+    int which = side == CLIENT ? TO_BACKEND : TO_CLIENT;  /* the stream this endpoint feeds */
     if ((events & EPOLLIN) && p->mode == RELAYING)
-        pump(c, p, side == CLIENT ? TO_BACKEND : TO_CLIENT);
-    else if (events & (EPOLLHUP | EPOLLERR)) {
+        pump(c, p, which);
+    else if ((events & (EPOLLHUP | EPOLLERR)) == EPOLLHUP && p->mode == RELAYING) {
+        /* The peer closed while this side is paused (its stream has unsent bytes): what it sent
+         * before closing is still to be read. Out of epoll (HUP is level-triggered, whatever the
+         * mask), and read directly once the stream has drained (resume_hung_up). */
+        epoll_ctl(c->epfd, EPOLL_CTL_DEL, e->fd, NULL);
+        e->hup = 1;
+    } else if (events & (EPOLLHUP | EPOLLERR)) {
         /* reported even when not asked for: the peer is gone while this side is not being read */
         if (side == CLIENT)
             client_gone(c, p);
         else
             backend_gone(c, p);
     }
+    resume_hung_up(c, p);
     if (p->mode != DEAD)
         update_interest(c, p);
 }
 
 /* Pair.close: the final bytes go to the client after what is pending, then the pair closes. */
 static void
-close_requested(Core *c, pair *p)
+close_requested(Core *c, pair *p, const unsigned char *final, size_t final_len)
 {
     stream *s = &p->streams[TO_CLIENT];
-    if (p->mode == DEAD)
+    if (p->mode == DEAD || p->close_done)
         return;
+    p->close_done = 1;
+    if (p->mode == DRAIN_TO_BACKEND || p->ends[CLIENT].fd < 0) {
+        finish(c, p);  /* the client is gone already: nobody to tell */
+        return;
+    }
     close_backend(c, p);  /* now: nothing more of its answers can reach the client */
     /* The final bytes must start on a message boundary: drop a partial backend header, and the
      * part of an unfinished message not written yet (if none of it was). */
     if (s->body_left && s->msg_start != SIZE_MAX && s->msg_start >= s->head)
         s->fwd = s->msg_start;
     s->tail = s->fwd;
-    if (p->final_len) {
-        if (s->cap - s->tail < p->final_len) {
-            unsigned char *b = realloc(s->buf, s->tail + p->final_len);
+    if (final_len) {
+        if (s->cap - s->tail < final_len) {
+            unsigned char *b = realloc(s->buf, s->tail + final_len);
             if (b == NULL) {
                 finish(c, p);
                 return;
             }
             s->buf = b;
-            s->cap = s->tail + p->final_len;
+            s->cap = s->tail + final_len;
         }
-        memcpy(s->buf + s->tail, p->final, p->final_len);
-        s->fwd = s->tail = s->tail + p->final_len;
+        memcpy(s->buf + s->tail, final, final_len);
+        s->fwd = s->tail = s->tail + final_len;
     }
     p->mode = DRAIN_TO_CLIENT;
     flush(c, p, TO_CLIENT);
@@ -498,7 +540,8 @@ take_commands(Core *c)
         if (cmds[i].kind == CMD_ADD)
             add_pair(c, cmds[i].p);  /* the command's reference becomes the thread's */
         else {
-            close_requested(c, cmds[i].p);
+            close_requested(c, cmds[i].p, cmds[i].final, cmds[i].final_len);
+            free(cmds[i].final);
             defer_unref(c, cmds[i].p);
         }
     }
@@ -540,14 +583,14 @@ relay_main(void *arg)
 /* -- Python side ------------------------------------------------------------------- */
 
 static int
-enqueue(Core *c, int kind, pair *p)
+enqueue(Core *c, int kind, pair *p, unsigned char *final, size_t final_len)
 {
     uint64_t one = 1;
     int ok;
     pthread_mutex_lock(&c->lock);
     ok = grow((void **)&c->commands, &c->commands_cap, c->ncommands + 1, sizeof(command)) == 0;
     if (ok)
-        c->commands[c->ncommands++] = (command){kind, p};
+        c->commands[c->ncommands++] = (command){kind, p, final, final_len};
     pthread_mutex_unlock(&c->lock);
     if (!ok)
         return -1;
@@ -606,8 +649,10 @@ static void
 Core_dealloc(Core *c)
 {
     core_stop_thread(c);
-    for (size_t i = 0; i < c->ncommands; i++)
+    for (size_t i = 0; i < c->ncommands; i++) {
+        free(c->commands[i].final);
         pair_unref(c->commands[i].p);
+    }
     free(c->commands);
     free(c->events);
     free(c->unref);
@@ -678,7 +723,7 @@ Core_add(Core *c, PyObject *args)
     Py_INCREF(c);
     obj->core = c;
     obj->p = p;
-    if (enqueue(c, CMD_ADD, p) < 0) {
+    if (enqueue(c, CMD_ADD, p, NULL, 0) < 0) {
         close(cfd);
         close(bfd);
         p->refs = 1;
@@ -763,24 +808,25 @@ Pair_close(Pair *self, PyObject *args)
         return NULL;
     pair *p = self->p;
     Core *c = self->core;
-    int ok = 1;
-    pthread_mutex_lock(&c->lock);
-    if (p->final == NULL && final.len > 0) {  /* the thread reads it only after the command, under the lock */
-        p->final = malloc((size_t)final.len);
-        if (p->final != NULL) {
-            memcpy(p->final, final.buf, (size_t)final.len);
-            p->final_len = (size_t)final.len;
-        }
-    }
-    pthread_mutex_unlock(&c->lock);
-    PyBuffer_Release(&final);
-    __atomic_add_fetch(&p->refs, 1, __ATOMIC_ACQ_REL);
-    if (!c->running || enqueue(c, CMD_CLOSE, p) < 0) {
-        pair_unref(p);
-        ok = 0;
-    }
-    if (!ok && c->running)
+    unsigned char *copy = NULL;
+    size_t len = final.buf != NULL ? (size_t)final.len : 0;
+    if (len && (copy = malloc(len)) == NULL) {
+        PyBuffer_Release(&final);
         return PyErr_NoMemory();
+    }
+    if (len)
+        memcpy(copy, final.buf, len);
+    PyBuffer_Release(&final);
+    if (!c->running) {  /* stopped: every pair is closed already */
+        free(copy);
+        Py_RETURN_NONE;
+    }
+    __atomic_add_fetch(&p->refs, 1, __ATOMIC_ACQ_REL);
+    if (enqueue(c, CMD_CLOSE, p, copy, len) < 0) {
+        free(copy);
+        pair_unref(p);
+        return PyErr_NoMemory();
+    }
     Py_RETURN_NONE;
 }
 

@@ -54,6 +54,10 @@ class ServerSettings:
     audit: object | None = None  # callable taking an AuditRecord (AuditWriter.write); None: no audit
 
 
+# ClientConnection.pair between closing the transports and the relay thread taking the sockets.
+_HANDING_OFF = object()
+
+
 class BackendProtocol(asyncio.Protocol):
     """The link to one backend session: handshake first, then a relay."""
 
@@ -295,20 +299,25 @@ class ClientConnection(asyncio.Protocol):
         if client_sock is None or backend_sock is None:
             return
         client_fd, backend_fd = os.dup(client_sock.fileno()), os.dup(backend_sock.fileno())
-        backend.client = None  # its transport closing now is not the session's end
-        backend._relay = None
-        self._backend_write = None
         session = self.session
+        # Closed first: from here on uvloop reads neither socket (the dups keep them open).
+        backend.client = None  # its transport closing now is not the session's end
+        self.pair = _HANDING_OFF
+        client_t.close()
+        backend_t.close()
         try:
             self.pair = relay.adopt(self, client_fd, backend_fd, session.in_flight, session.transaction_status,
                                     self.proxy.settings.max_message_size)
-        except (RuntimeError, MemoryError, OSError):  # the fds are closed: the session ends as on a lost client
+        except Exception:  # the core closed the fds: the session ends as if the client had left
             log.exception("the relay thread could not take a session")
-            client_t.close()
-            backend_t.close()
+            self.pair = None
+            if session.in_flight:
+                self.proxy.cancel_backend(session)
+            session.state = State.CLOSED
+            self._close()
             return
-        client_t.close()
-        backend_t.close()
+        backend._relay = None
+        self._backend_write = None
 
     def relay_closed(self, cancel: bool) -> None:
         """The relay thread closed this session's sockets; cancel what the client left running."""
@@ -351,7 +360,7 @@ class ClientConnection(asyncio.Protocol):
             return
         error = be.error(sqlstate, message, severity="FATAL")
         if self.pair is not None:
-            self.pair.close(error)  # sent after what is pending; relay_closed follows
+            self.pair.close(error)  # sent after what is pending (a second close does nothing); relay_closed follows
             return
         self.transport.write(error)
         self._close()
@@ -522,5 +531,6 @@ class Proxy:
         if self.relay_thread is not None:
             loop.remove_reader(self.relay_thread.notify_fd)
             self.relay_thread.stop()  # sends what shutdown_now queued, closes the rest
+            self._relay_events()  # the last closes: their cancels
         if self._dp is not None:
             await self._dp.close()

@@ -43,10 +43,12 @@ def ready(status: bytes = b"I") -> bytes:
 class Rig:
     """A relay thread with one pair: ``client`` and ``backend`` are the far ends of its sockets."""
 
-    def __init__(self, in_flight: int = 0, limit: int = LIMIT) -> None:
+    def __init__(self, in_flight: int = 0, limit: int = LIMIT, client_sndbuf: int | None = None) -> None:
         self.relay = RelayThread(_relay.Core())
         self.client, near_client = socket.socketpair()
         near_backend, self.backend = socket.socketpair()
+        if client_sndbuf is not None:  # how much the relay can hand the kernel for a client that does not read
+            near_client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, client_sndbuf)
         for s in (near_client, near_backend):
             s.setblocking(False)
         self.owner = object()
@@ -105,6 +107,18 @@ def wait_until(pred, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return pred()
+
+
+def fill(sock: socket.socket, data: bytes) -> int:
+    """Send until the socket would block; how much went."""
+    sock.setblocking(False)
+    sent = 0
+    try:
+        while sent < len(data):
+            sent += sock.send(data[sent:sent + 65536])
+    except BlockingIOError:
+        pass
+    return sent
 
 
 def send_in_pieces(sock: socket.socket, data: bytes, cuts: list[int]) -> None:
@@ -232,20 +246,19 @@ def test_a_closing_backend_still_delivers_what_it_sent(rig):
     assert rig.wait_for(PairClosed) == PairClosed(cancel=False)
 
 
-def test_close_sends_the_final_bytes_after_what_is_pending(rig):
-    """The client reads nothing while the backend floods: what the relay holds still goes first."""
+def test_close_sends_the_final_bytes_after_what_is_pending():
+    """The client reads nothing while the backend floods: what the relay holds still goes first, and
+    the final bytes start on a message boundary (the unsent part of an unfinished message is dropped)."""
+    rig = Rig(client_sndbuf=4096)
     flood = b"".join(msg(b"N", b"%07d\x00" % i) for i in range(100_000))
-    rig.backend.setblocking(False)
-    sent = 0
-    with pytest.raises(BlockingIOError):
-        while sent < len(flood):
-            sent += rig.backend.send(flood[sent:sent + 65536])
+    sent = fill(rig.backend, flood)
+    assert sent > 64 * 1024  # more than the relay's buffer: it stopped reading the backend
     time.sleep(0.2)
     rig.pair.close(b"FINAL")
     got = read_to_eof(rig.client)
     assert got.endswith(b"FINAL")
     relayed = got[:-5]
-    assert len(relayed) > 64 * 1024 and flood.startswith(relayed)  # a prefix on message boundaries
+    assert len(relayed) > 32 * 1024 and flood.startswith(relayed)  # a prefix on message boundaries
     assert len(relayed) % len(msg(b"N", b"0000000\x00")) == 0
     try:
         assert read_to_eof(rig.backend) == msg(b"X")
@@ -253,6 +266,47 @@ def test_close_sends_the_final_bytes_after_what_is_pending(rig):
         pass
     assert rig.wait_for(PairClosed) == PairClosed(cancel=False)
     rig.pair.close(b"again")  # a closed pair: nothing happens
+    rig.close()
+
+
+def test_a_backend_that_hangs_up_while_the_client_is_slow_loses_nothing(rig):
+    """On a Unix socket the hang-up comes at once, while the relay is not reading that side."""
+    answer = b"".join(msg(b"D", b"%010d\x00" % i) for i in range(300_000)) + msg(b"E", b"SFATAL\x00Mbye\x00\x00")
+    sent = fill(rig.backend, answer)
+    time.sleep(0.3)
+    rig.backend.close()
+    time.sleep(0.3)
+    assert read_to_eof(rig.client) == answer[:sent]
+    assert rig.wait_for(PairClosed) == PairClosed(cancel=False)
+
+
+def test_close_while_a_terminate_drains_to_the_backend_still_ends_the_pair(rig):
+    upstream = msg(b"d", b"x" * 8000) * 200 + msg(b"X")
+    got = bytearray()
+
+    def slow_backend():
+        try:
+            while chunk := rig.backend.recv(4096):
+                got.extend(chunk)
+                time.sleep(0.0005)
+        except (ConnectionResetError, TimeoutError):
+            pass
+
+    reader = threading.Thread(target=slow_backend)
+    reader.start()
+    rig.client.sendall(upstream)
+    assert read_to_eof(rig.client) == b""  # the relay took the Terminate and let the client go
+    rig.pair.close(b"FINAL")  # while it still drains to the backend: nobody to send FINAL to
+    assert rig.wait_for(PairClosed, 3) == PairClosed(cancel=False)
+    reader.join(10)
+    assert upstream.startswith(bytes(got))
+
+
+def test_a_second_close_sends_nothing_more(rig):
+    rig.pair.close(b"FINAL")
+    rig.pair.close(b"AGAIN")
+    assert read_to_eof(rig.client) == b"FINAL"
+    assert rig.wait_for(PairClosed) == PairClosed(cancel=False)
 
 
 def test_stop_closes_every_pair():
