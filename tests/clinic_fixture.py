@@ -6,7 +6,7 @@ from pathlib import Path
 import asyncpg
 import yaml
 
-from .pgfixture import PASSWORDS, PgServer
+from .pgfixture import PgServer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "docs" / "pgveil.example.yaml"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-import pytest
 
 from ..clinic_fixture import CLINIC_PASSWORDS
 from ..pgfixture import TEST_DB

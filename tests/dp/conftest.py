@@ -78,13 +78,13 @@ def dp_env(pg) -> dict[str, str]:
 
 
 async def _load(pg) -> None:
-    conn = await asyncpg.connect(pg.dsn())
+    db = await asyncpg.connect(pg.dsn())
     try:
-        await conn.execute(PUMS_SQL)
-        await conn.copy_records_to_table("pums", records=pums_rows())
-        await conn.execute(f"GRANT SELECT ON public.pums TO {pg.service_user}")
+        await db.execute(PUMS_SQL)
+        await db.copy_records_to_table("pums", records=pums_rows())
+        await db.execute(f"GRANT SELECT ON public.pums TO {pg.service_user}")
     finally:
-        await conn.close()
+        await db.close()
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +116,8 @@ def dp_proxy(pg, pums_db):
     p = DPProxy(pg)
     yield p
     p.stop()
+
+
+# The attack suites' shared fixtures, here so every module sees them without importing them
+# (at the end: attack_kit builds on DPProxy above).
+from .attack_kit import big, conn  # noqa: E402,F401

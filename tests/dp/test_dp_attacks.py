@@ -29,7 +29,6 @@ import pytest
 
 from .attack_kit import (BACKEND_PHRASES, HUGE_BUDGET, N, SECRET, T_ID, T_INCOME, T_NAME, X, AttackProxy, Outcome,
                          assert_clear_refusal, assert_no_leak, assert_not_exact, assert_usable, attempt)
-from .attack_kit import big, conn  # noqa: F401 (fixtures)
 from .attack_payloads import PAYLOADS
 
 
@@ -107,7 +106,7 @@ def test_failing_exact_query_does_not_leak_the_backend_message(conn):
 
 def test_parameters_are_refused_in_every_protocol(big):
     with big.connect() as c:
-        for sql, params in ((f"SELECT count(*) FROM pums WHERE name = %s", [N]),
+        for sql, params in (("SELECT count(*) FROM pums WHERE name = %s", [N]),
                             ("SELECT sum(income) FROM pums WHERE person_id = %s", [T_ID]),
                             ("SELECT count(*) FROM pums WHERE income > %s LIMIT %s", [X, 1])):
             out = attempt(c, sql, params)

@@ -16,7 +16,6 @@ import pytest
 
 from .conftest import DPProxy
 from .attack_kit import BY_ID, N, TRUE_SUM_INCOME, T_ID, T_INCOME, Outcome, assert_no_leak, assert_usable, attempt
-from .attack_kit import big  # noqa: F401 (fixture)
 
 
 # --------------------------------------------------------------------------- differencing and averaging

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from rewrite.gates import GateContext, ProxySetting, check_statement
-from rewrite.gates.statements import check_sql
+from rewrite.gates import GateContext
 
 from .helpers import refusal_of
 from .legit_queries import LEGIT

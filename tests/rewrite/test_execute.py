@@ -1,7 +1,6 @@
 """Rewritten SQL run on a real PostgreSQL: what each subject sees."""
 from __future__ import annotations
 
-import pytest
 
 from rewrite import Deny, rewrite_sql
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 
-import pglast
 import pytest
 from pglast.parser import parse_sql_json
 

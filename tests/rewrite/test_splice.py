@@ -6,7 +6,7 @@ import pglast
 import pytest
 
 from rewrite import RewriteContext, Rewritten, clear_cache, facade, rewrite_sql
-from rewrite.analysis import print_node, splice
+from rewrite.analysis import splice
 from rewrite.decide import PolicySet
 from rewrite.engine.keys import StaticKeys
 
