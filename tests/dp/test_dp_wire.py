@@ -242,7 +242,7 @@ def test_prepared_dp_statements_get_fresh_answers_after_the_tolerance(pg, pums_d
             try:
                 got = [await conn.fetchval("SELECT sum(age) FROM pums WHERE educ > 5") for _ in range(8)]
                 stmt = await conn.prepare("SELECT sex, count(*) FROM pums GROUP BY sex")
-                rows = [tuple(await stmt.fetch()) for _ in range(4)]
+                rows = [tuple(await stmt.fetch()) for _ in range(10)]  # small noisy counts can repeat: enough draws
                 return got, rows, await conn.fetchval("SELECT 7")
             finally:
                 await conn.close()
