@@ -140,7 +140,8 @@ class GovernedRelay:
                 self._note(f"-- Bind of {statement or '(unnamed)'}", refusal)
                 return fe.Parse("", self._register(refusal), ()).encode()  # fails in the Bind's place
             dp = self.dp_statements.get(statement)
-            if dp is not None and transaction_status != "E" and self.swallow.opens_group and dp.needs_answer(self.clock()):
+            # needs_answer first: whatever else holds, this Bind uses the Parse's answer if it is the first
+            if dp is not None and dp.needs_answer(self.clock()) and transaction_status != "E" and self.swallow.opens_group:
                 return self._refreshed_bind(statement, dp, body)
             if self.audit is not None:
                 self.audit.bound(self.syncs_sent, statement)
