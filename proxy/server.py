@@ -313,7 +313,7 @@ class ClientConnection(asyncio.Protocol):
             self.pair = None
             if session.in_flight:
                 self.proxy.cancel_backend(session)
-            session.state = State.CLOSED
+            session.ended_elsewhere()
             self._close()
             return
         backend._relay = None
@@ -323,7 +323,7 @@ class ClientConnection(asyncio.Protocol):
         """The relay thread closed this session's sockets; cancel what the client left running."""
         if cancel:
             self.proxy.cancel_backend(self.session)
-        self.session.state = State.CLOSED
+        self.session.ended_elsewhere()
         self._close()
 
     @property

@@ -96,6 +96,12 @@ class Session(HotPath):
                 and self._held is None and not self._client_buf.pending and self._walker.idle
                 and self._walker.at_boundary)
 
+    def ended_elsewhere(self) -> None:
+        """Its sockets were closed where the session does not see them (the relay thread): CLOSED now."""
+        self.state = State.CLOSED
+        if self.audit is not None:
+            self.audit.close()
+
     # -- dispatch -------------------------------------------------------------
 
     def handle(self, event) -> list:
