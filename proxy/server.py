@@ -399,6 +399,8 @@ class Proxy:
         self.relay_thread = open_relay_thread()
         if self.relay_thread is not None:
             loop.add_reader(self.relay_thread.notify_fd, self._relay_events)
+        log.info("relay thread %s", "on: pass-through sessions (unrestricted, unaudited, no TLS) leave the event loop"
+                 if self.relay_thread is not None else "off: every session is relayed on the event loop")
 
     def _relay_events(self) -> None:
         for conn, what in self.relay_thread.events():
