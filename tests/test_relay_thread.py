@@ -156,6 +156,49 @@ def test_bytes_pass_unchanged_and_statements_are_counted(client, backend, cuts):
         r.close()
 
 
+def _valid_prefix(data: bytes, limit: int, client: bool) -> tuple[int, str]:
+    """The bytes of ``data`` the relay forwards (messages with valid headers, the last one's body perhaps
+    cut short; not a partial header), and what ends them: "invalid" header, client "terminate", or "more"."""
+    pos = 0
+    while len(data) - pos >= 5:
+        length = int.from_bytes(data[pos + 1:pos + 5], "big")
+        if length < 4 or (client and length > limit):
+            return pos, "invalid"
+        if client and data[pos] == ord("X"):
+            return min(pos + 1 + length, len(data)), "terminate"
+        pos += 1 + length
+    return min(pos, len(data)), "more"
+
+
+_GARBAGE = st.one_of(st.binary(min_size=1, max_size=3000),  # and streams that start well, then go wrong
+                     st.tuples(_CLIENT_MESSAGES, st.binary(max_size=40)).map(
+                         lambda t: b"".join(msg(bytes([tag]), body) for tag, body in t[0]) + t[1]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=_GARBAGE, from_client=st.booleans(), cuts=st.lists(st.integers(0, 3000), max_size=5))
+def test_garbage_from_either_side_forwards_only_valid_messages(garbage, from_client, cuts):
+    """Whatever arrives: what is forwarded is the stream up to the first invalid header (nothing of that one)."""
+    r = Rig(limit=1000)
+    try:
+        src, dst = (r.client, r.backend) if from_client else (r.backend, r.client)
+        send_in_pieces(src, garbage, cuts)
+        valid, end = _valid_prefix(garbage, 1000, from_client)
+        if end == "invalid":
+            assert r.wait_for(PairViolation).from_client == from_client
+        dst.settimeout(2)
+        assert read_exactly(dst, valid) == garbage[:valid]  # a partial last header waits for the rest
+        if end == "terminate":
+            assert read_to_eof(dst) == b""  # the Terminate ends the pair; nothing after it goes on
+            return
+        time.sleep(0.02)
+        dst.setblocking(False)
+        with pytest.raises(BlockingIOError):  # and not one byte more
+            dst.recv(1)
+    finally:
+        r.close()
+
+
 def test_a_large_stream_keeps_its_order_both_ways(rig):
     rows = b"".join(msg(b"D", struct.pack("!HI", 1, 8) + i.to_bytes(8, "big")) for i in range(200_000))
     answer = rows + ready()
