@@ -41,7 +41,9 @@
 #define MAX_EVENTS 64
 
 enum { CLIENT = 0, BACKEND = 1 };                 /* endpoints */
-enum { TO_BACKEND = 0, TO_CLIENT = 1 };           /* streams: read from endpoint i, written to the other */
+enum { TO_BACKEND = 0, TO_CLIENT = 1 };           /* streams: stream i is read from endpoint i, written to the other */
+#define SOURCE(which) (which)
+#define DESTINATION(which) (1 - (which))
 enum { RELAYING, HELD, DRAIN_TO_CLIENT, DRAIN_TO_BACKEND, DEAD };
 enum { EV_CLOSED = 0, EV_CLIENT_VIOLATION = 1, EV_BACKEND_VIOLATION = 2 };
 enum { CMD_ADD, CMD_CLOSE };
@@ -246,6 +248,25 @@ backend_gone(Core *c, pair *p)
         finish(c, p);
 }
 
+/* Endpoint ``side`` is gone (EOF, error, failed write). */
+static void
+gone(Core *c, pair *p, int side)
+{
+    if (side == CLIENT)
+        client_gone(c, p);
+    else
+        backend_gone(c, p);
+}
+
+/* Where the body of the current message goes on from ``pos`` (at most to ``end``). */
+static inline size_t
+skip_body(stream *s, size_t pos, size_t end)
+{
+    size_t take = s->body_left < end - pos ? s->body_left : end - pos;
+    s->body_left -= take;
+    return pos + take;
+}
+
 static void flush(Core *c, pair *p, int which);
 
 /* Walk the newly read bytes of the client stream; 1: a violation was posted, 2: Terminate seen. */
@@ -255,9 +276,7 @@ walk_client(Core *c, pair *p, stream *s)
     size_t pos = s->fwd, end = s->tail;
     while (pos < end) {
         if (s->body_left) {
-            size_t take = s->body_left < end - pos ? s->body_left : end - pos;
-            pos += take;
-            s->body_left -= take;
+            pos = skip_body(s, pos, end);
             continue;
         }
         if (end - pos < 5)
@@ -276,8 +295,7 @@ walk_client(Core *c, pair *p, stream *s)
         s->body_left = length - 4;
         if (tag == 'X') {
             p->terminated = 1;
-            size_t take = s->body_left < end - pos ? s->body_left : end - pos;
-            s->fwd = s->tail = pos + take;  /* whatever follows a Terminate is dropped */
+            s->fwd = s->tail = skip_body(s, pos, end);  /* whatever follows a Terminate is dropped */
             s->body_left = 0;
             return 2;
         }
@@ -299,9 +317,7 @@ walk_backend(Core *c, pair *p, stream *s)
                 __atomic_store_n(&p->status, s->buf[pos], __ATOMIC_RELAXED);
                 s->status_next = 0;
             }
-            size_t take = s->body_left < end - pos ? s->body_left : end - pos;
-            pos += take;
-            s->body_left -= take;
+            pos = skip_body(s, pos, end);
             continue;
         }
         if (end - pos < 5)
@@ -328,7 +344,7 @@ static void
 flush(Core *c, pair *p, int which)
 {
     stream *s = &p->streams[which];
-    endpoint *dst = &p->ends[which == TO_BACKEND ? BACKEND : CLIENT];
+    endpoint *dst = &p->ends[DESTINATION(which)];
     if (dst->fd < 0) {
         if ((p->mode == DRAIN_TO_CLIENT && which == TO_CLIENT) || (p->mode == DRAIN_TO_BACKEND && which == TO_BACKEND))
             finish(c, p);  /* nobody left to drain to */
@@ -341,10 +357,7 @@ flush(Core *c, pair *p, int which)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return;
-            if (which == TO_CLIENT)
-                client_gone(c, p);
-            else
-                backend_gone(c, p);
+            gone(c, p, DESTINATION(which));
             return;
         }
         s->head += (size_t)n;
@@ -366,7 +379,7 @@ static int
 pump(Core *c, pair *p, int which)
 {
     stream *s = &p->streams[which];
-    endpoint *src = &p->ends[which == TO_BACKEND ? CLIENT : BACKEND];
+    endpoint *src = &p->ends[SOURCE(which)];
     ssize_t n;
     if (src->fd < 0 || s->tail >= s->cap)
         return 0;
@@ -376,10 +389,7 @@ pump(Core *c, pair *p, int which)
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return 0;
     if (n <= 0) {
-        if (which == TO_BACKEND)
-            client_gone(c, p);
-        else
-            backend_gone(c, p);
+        gone(c, p, SOURCE(which));
         return 0;
     }
     s->tail += (size_t)n;
@@ -423,15 +433,11 @@ resume_hung_up(Core *c, pair *p)
 {
     for (int which = 0; which < 2; which++) {
         stream *s = &p->streams[which];
-        endpoint *src = &p->ends[which == TO_BACKEND ? CLIENT : BACKEND];
+        endpoint *src = &p->ends[SOURCE(which)];
         while (p->mode == RELAYING && src->fd >= 0 && src->hup && s->head == s->fwd) {
             if (!pump(c, p, which)) {
-                if (p->mode == RELAYING && src->fd >= 0) {  /* no EOF after a hang-up: never wait for more */
-                    if (which == TO_BACKEND)
-                        client_gone(c, p);
-                    else
-                        backend_gone(c, p);
-                }
+                if (p->mode == RELAYING && src->fd >= 0)  /* no EOF after a hang-up: never wait for more */
+                    gone(c, p, SOURCE(which));
                 break;
             }
         }
@@ -444,10 +450,10 @@ on_ready(Core *c, endpoint *e, uint32_t events)
     pair *p = e->owner;
     int side = e == &p->ends[CLIENT] ? CLIENT : BACKEND;
     if (events & EPOLLOUT)
-        flush(c, p, side == CLIENT ? TO_CLIENT : TO_BACKEND);
+        flush(c, p, DESTINATION(side));  /* the stream written to this endpoint */
     if (p->mode == DEAD || e->fd < 0)
         return;
-    int which = side == CLIENT ? TO_BACKEND : TO_CLIENT;  /* the stream this endpoint feeds */
+    int which = SOURCE(side);  /* the stream this endpoint feeds */
     if ((events & EPOLLIN) && p->mode == RELAYING)
         pump(c, p, which);
     else if ((events & (EPOLLHUP | EPOLLERR)) == EPOLLHUP && p->mode == RELAYING) {
@@ -458,10 +464,7 @@ on_ready(Core *c, endpoint *e, uint32_t events)
         e->hup = 1;
     } else if (events & (EPOLLHUP | EPOLLERR)) {
         /* reported even when not asked for: the peer is gone while this side is not being read */
-        if (side == CLIENT)
-            client_gone(c, p);
-        else
-            backend_gone(c, p);
+        gone(c, p, side);
     }
     resume_hung_up(c, p);
     if (p->mode != DEAD)

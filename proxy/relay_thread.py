@@ -43,34 +43,32 @@ class RelayThread:
     def __init__(self, core) -> None:
         self._core = core
         self._ids = itertools.count(1)
-        self._owners: dict[int, object] = {}
-        self._limits: dict[int, int] = {}
+        self._pairs: dict[int, tuple[object, int]] = {}  # pair id -> (owner, its max_message_size)
         self.notify_fd: int = core.notify_fd
 
     def adopt(self, owner, client_fd: int, backend_fd: int, in_flight: int, status: str, max_message_size: int):
         """Relay the two sockets from now on (the thread closes both fds, also if this raises); a Pair."""
         pair_id = next(self._ids)
         pair = self._core.add(pair_id, client_fd, backend_fd, in_flight, status, max_message_size)
-        self._owners[pair_id] = owner
-        self._limits[pair_id] = max_message_size
+        self._pairs[pair_id] = (owner, max_message_size)
         return pair
 
     def __len__(self) -> int:
-        return len(self._owners)
+        return len(self._pairs)
 
     def events(self) -> list[tuple[object, PairClosed | PairViolation]]:
         """(owner, what happened) for every event since the last call, in order."""
         out = []
         for pair_id, kind, a, b in self._core.events():
-            owner = self._owners.get(pair_id)
-            if owner is None:
+            known = self._pairs.get(pair_id)
+            if known is None:
                 continue
+            owner, limit = known
             if kind == _relay.EV_CLOSED:
-                del self._owners[pair_id]
-                del self._limits[pair_id]
+                del self._pairs[pair_id]
                 out.append((owner, PairClosed(bool(a))))
             elif kind == _relay.EV_CLIENT_VIOLATION:
-                out.append((owner, PairViolation(True, length_violation(bytes([a]), b, self._limits[pair_id]))))
+                out.append((owner, PairViolation(True, length_violation(bytes([a]), b, limit))))
             else:
                 out.append((owner, PairViolation(False, f"invalid message length {b} from server")))
         return out

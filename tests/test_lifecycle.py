@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from .pgfixture import client_dsn
+from .polling import wait_until
 from .proxyproc import ProxyProcess, env_for, write_config
 
 
@@ -61,16 +62,7 @@ def test_vanished_client_gets_backend_query_cancelled(proxy_dsn, pg):
         task.cancel()
 
     asyncio.run(vanish())
-    assert _wait_until(lambda: _running(direct, marker) == 0, 5), "backend query still running after the client vanished"
-
-
-def _wait_until(pred, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return pred()
+    assert wait_until(lambda: _running(direct, marker) == 0, 5, 0.1), "backend query still running after the client vanished"
 
 
 def test_backend_sessions_closed_with_their_clients(proxy_dsn, pg):
@@ -85,7 +77,7 @@ def test_backend_sessions_closed_with_their_clients(proxy_dsn, pg):
     assert count() == 3
     for c in conns:
         c.close()
-    assert _wait_until(lambda: count() == 0, 5)
+    assert wait_until(lambda: count() == 0, 5, 0.1)
 
 
 @pytest.fixture

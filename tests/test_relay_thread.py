@@ -24,6 +24,7 @@ from proxy.wire import backend as be
 from proxy.wire.framing import MessageBuffer, ProtocolViolation
 
 from .pgfixture import ProxyThread, client_dsn, proxy_settings
+from .polling import wait_until
 from .speedups import c_module, skip_unless_built
 
 _relay = c_module("proxy._relay")
@@ -98,15 +99,6 @@ def read_to_eof(sock: socket.socket) -> bytes:
     while chunk := sock.recv(65536):
         out += chunk
     return bytes(out)
-
-
-def wait_until(pred, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 def fill(sock: socket.socket, data: bytes) -> int:

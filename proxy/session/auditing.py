@@ -43,6 +43,13 @@ def statement_kind(sql: str) -> str:
     return "UNKNOWN"
 
 
+def _decision(*, decision: str, sqlstate: str | None = None, tables=(), policies=(), purpose: str | None = None,
+              project: str | None = None) -> dict:
+    """The fields of a record that say what pgveil decided, and under which purpose or project."""
+    return dict(decision=decision, sqlstate=sqlstate, tables=tuple(tables), policies=tuple(policies), purpose=purpose,
+                project=project)
+
+
 @dataclass
 class _Open:
     group: int
@@ -69,11 +76,8 @@ class StatementAudit:
         # statement name -> [kind, SQL hash, decision fields of its Parse, whether its Parse's record awaits a Bind]
         self._prepared: dict[str, list] = {}
 
-    def begin(self, group: int, sql: str, *, decision: str, sqlstate: str | None = None, tables=(), policies=(),
-              purpose: str | None = None, project: str | None = None) -> None:
-        self._open_record(group, statement_kind(sql), hash_sql(sql), dict(
-            decision=decision, sqlstate=sqlstate, tables=tuple(tables), policies=tuple(policies), purpose=purpose,
-            project=project))
+    def begin(self, group: int, sql: str, **decision) -> None:
+        self._open_record(group, statement_kind(sql), hash_sql(sql), _decision(**decision))
 
     def _open_record(self, group: int, kind: str, sql_hash: str, decision: dict) -> None:
         info = self._info
@@ -84,12 +88,10 @@ class StatementAudit:
 
     def parsed(self, group: int, name: str, sql: str, **decision) -> None:
         """A Parse: its record opens now; the first Bind of ``name`` after it belongs to it."""
-        self.begin(group, sql, **decision)
-        opened = self._open[-1].fields
         # what a later Bind's record repeats, kind and hash included (not computed again per execution)
-        self._prepared[name] = [opened["statement_kind"], opened["sql_hash"],
-                                {k: opened[k] for k in ("decision", "sqlstate", "tables", "policies", "purpose", "project")},
-                                True]
+        entry = [statement_kind(sql), hash_sql(sql), _decision(**decision), True]
+        self._open_record(group, *entry[:3])
+        self._prepared[name] = entry
 
     def refused_parse(self, group: int, name: str, sql: str, **decision) -> None:
         """A refused Parse: recorded; ``name`` no longer names a statement pgveil let through."""

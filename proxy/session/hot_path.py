@@ -17,12 +17,17 @@ from .states import State
 
 _HEADER = Struct("!cI")
 _READY = State.READY
-# Client messages the relay must look at itself rather than forward blindly.
+# Client messages a pass-through session must look at itself rather than forward blindly.
 _INSPECTED_TABLE = tag_table(stop=b"X")
-# ... and for a governed session: every statement and the function-call protocol; Binds and a
-# leading Parse are judged in place (Session._governed_bytes).
+# ... and a governed session: every statement and the function-call protocol; Binds and a
+# leading Parse are judged in place (_governed_bytes).
 _GOVERNED_TABLE = tag_table(stop=b"XQFC", note=b"BP")
+# ... and an audited ungoverned session: statements are recorded, and each sync message
+# closes an audit group (_audited_bytes).
+_AUDITED_TABLE = tag_table(stop=b"X", note=b"QPSFBC")
 _PARSE = ord("P")
+# Client messages each answered by one ReadyForQuery.
+_SYNC_TAGS = frozenset({b"Q", b"S", b"F"})
 
 
 def _first_sync(data: bytes) -> int:
@@ -34,12 +39,6 @@ def _first_sync(data: bytes) -> int:
             return pos
         pos += 1 + length
     return size
-# ... and for an audited ungoverned session: statements are recorded, and each sync message
-# closes an audit group (Session._audited_bytes).
-_AUDITED_TABLE = tag_table(stop=b"X", note=b"QPSFBC")
-_QUERY, _SYNC, _FUNCTION_CALL = ord("Q"), ord("S"), ord("F")
-# Client messages each answered by one ReadyForQuery.
-_SYNC_TAGS = frozenset({b"Q", b"S", b"F"})
 
 
 class HotPath:
@@ -59,7 +58,7 @@ class HotPath:
             return self._governed_bytes(data)
         if self.audit is not None:
             return self._audited_bytes(data)
-        syncs = client_syncs(data, self._inspected_table, self.settings.max_message_size)
+        syncs = client_syncs(data, _INSPECTED_TABLE, self.settings.max_message_size)
         if syncs < 0:
             return None
         self.in_flight += syncs

@@ -24,7 +24,7 @@ from .auditing import SessionInfo, StatementAudit
 from .governed import GovernedRelay, NeedsDP
 from .governor import ContextError, Governor
 from . import events as ev
-from .hot_path import _AUDITED_TABLE, _GOVERNED_TABLE, _INSPECTED_TABLE, _SYNC_TAGS, HotPath
+from .hot_path import _SYNC_TAGS, HotPath
 from .states import TRANSITIONS, State
 
 _HEADER = Struct("!cI")
@@ -78,7 +78,6 @@ class Session(HotPath):
         self.transaction_status = "I"
         self._client_buf = MessageBuffer(min(settings.max_message_size, MAX_AUTH_MESSAGE))
         self._walker = HoldingWalker()
-        self._inspected_table = _INSPECTED_TABLE
         self.governed: GovernedRelay | None = None
         self.audit: StatementAudit | None = None
         self._syncs_sent = 0  # Query/Sync/FunctionCall messages sent (audit groups of ungoverned sessions)
@@ -236,8 +235,6 @@ class Session(HotPath):
         self._walker.count_rows = True
         if self.governed is not None:
             self.governed.audit = self.audit
-        else:
-            self._inspected_table = _AUDITED_TABLE
 
     def _govern_if_needed(self) -> bool | list:
         """Set up governance for a user the policy restricts; a list is a FATAL to send."""
@@ -254,7 +251,6 @@ class Session(HotPath):
             except ContextError as exc:
                 return self._fatal(exc.sqlstate, str(exc))
         self.governed = GovernedRelay(governor)
-        self._inspected_table = _GOVERNED_TABLE
         return True
 
     def _take_one(self):
