@@ -8,6 +8,7 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[
     Extension("proxy.wire._walk", ["proxy/wire/_walk.c"], optional=True),
-    Extension("proxy._relay", ["proxy/_relay.c"], optional=True),
+    Extension("proxy._relay", ["proxy/_relay.c"], include_dirs=["rewrite"], depends=["rewrite/fastkey_core.h"],
+              libraries=["dl"], optional=True),
     Extension("rewrite._fastkey", ["rewrite/_fastkey.c"], optional=True),
 ])

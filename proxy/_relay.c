@@ -27,6 +27,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -37,6 +38,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fastkey_core.h"  /* rewrite/: the shape key, shared with rewrite/_fastkey.c */
+
 #define BUF_SIZE (64 * 1024)
 #define MAX_EVENTS 64
 
@@ -44,11 +47,42 @@ enum { CLIENT = 0, BACKEND = 1 };                 /* endpoints */
 enum { TO_BACKEND = 0, TO_CLIENT = 1 };           /* streams: stream i is read from endpoint i, written to the other */
 #define SOURCE(which) (which)
 #define DESTINATION(which) (1 - (which))
-enum { RELAYING, HELD, DRAIN_TO_CLIENT, DRAIN_TO_BACKEND, DEAD };
-enum { EV_CLOSED = 0, EV_CLIENT_VIOLATION = 1, EV_BACKEND_VIOLATION = 2 };
+/* RETURNING: a governed pair met a message only Python may judge: the client is not read, the
+ * backend is relayed up to a message boundary, then the pair is RETURNED (out of epoll, its fds
+ * kept for Pair.take_back). */
+enum { RELAYING, HELD, DRAIN_TO_CLIENT, DRAIN_TO_BACKEND, RETURNING, RETURNED, DEAD };
+enum { EV_CLOSED = 0, EV_CLIENT_VIOLATION = 1, EV_BACKEND_VIOLATION = 2, EV_RETURNED = 3 };
 enum { CMD_ADD, CMD_CLOSE };
 
 typedef struct pair pair;
+
+/* What a governed pair may pass without Python (see lane_message): all judged by Python under the
+ * policy generation ``generation``; immutable while the pair is relayed. */
+typedef struct {
+    unsigned char *key;       /* the shape key (fastkey_core.h) */
+    size_t key_len;
+    uint64_t hash;
+    size_t nseg;              /* segments around the slots: norder + 1 */
+    unsigned char **seg;
+    size_t *seg_len;
+    size_t *order;            /* for each slot of the output, the source literal that fills it */
+} lane_template;
+
+typedef struct {
+    unsigned char *data;      /* a Parse body, or a statement name */
+    size_t len;
+    uint64_t hash;
+    unsigned char *out;       /* a Parse: the whole message to send instead */
+    size_t out_len;
+} lane_entry;
+
+typedef struct {
+    long long generation;
+    lane_template *templates;
+    size_t ntemplates;
+    lane_entry *parses, *binds;
+    size_t nparses, nbinds;
+} lane;
 
 typedef struct {
     pair *owner;
@@ -80,6 +114,10 @@ struct pair {
     int terminated;    /* the client's Terminate went to the backend */
     int close_done;    /* a Pair.close was carried out (later ones do nothing) */
     int refs;          /* atomic: the Python Pair, the thread while live, each queued command */
+    lane *lane;        /* a governed pair's lane; NULL: a pass-through pair */
+    long long lane_syncs;    /* Query/Sync messages the lane sent (thread-owned until RETURNED) */
+    long long lane_readies;  /* ReadyForQuery messages relayed meanwhile */
+    int lane_pc;             /* -1: no message passed; else whether a Parse went out in the open sync group */
     pair *prev, *next; /* the thread's live list */
 };
 
@@ -110,6 +148,10 @@ typedef struct {
     pair live;             /* sentinel of the live list (thread-owned) */
     pair **unref;          /* pairs to let go of at the end of an epoll batch (thread-owned) */
     size_t nunref, unref_cap;
+    unsigned char *scratch;  /* the lane's shape keys and filled Queries (thread-owned) */
+    size_t scratch_cap;
+    fk_slot *slots;
+    size_t slots_cap;
 } Core;
 
 typedef struct {
@@ -119,6 +161,8 @@ typedef struct {
 } Pair;
 
 static PyTypeObject CoreType, PairType;
+
+static void lane_free(lane *l);
 
 static inline uint32_t
 be32(const unsigned char *p)
@@ -130,6 +174,10 @@ static void
 pair_unref(pair *p)
 {
     if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        for (int i = 0; i < 2; i++)
+            if (p->ends[i].fd >= 0)
+                close(p->ends[i].fd);  /* a RETURNED pair whose fds were never taken back */
+        lane_free(p->lane);
         free(p->streams[0].buf);
         free(p->streams[1].buf);
         free(p);
@@ -137,6 +185,10 @@ pair_unref(pair *p)
 }
 
 /* -- thread side ------------------------------------------------------------------ */
+
+static int grow(void **array, size_t *cap, size_t need, size_t item);
+static void post(Core *c, long long id, int kind, long long a, long long b);
+static void defer_unref(Core *c, pair *p);
 
 static int
 grow(void **array, size_t *cap, size_t need, size_t item)
@@ -206,7 +258,7 @@ close_backend(Core *c, pair *p)
 static void
 finish(Core *c, pair *p)
 {
-    if (p->mode == DEAD)
+    if (p->mode == DEAD || p->mode == RETURNED)
         return;
     close_end(c, &p->ends[CLIENT]);
     close_backend(c, p);
@@ -227,7 +279,7 @@ in_flight_now(pair *p)
 static void
 client_gone(Core *c, pair *p)
 {
-    if (p->mode == RELAYING || p->mode == HELD)
+    if (p->mode == RELAYING || p->mode == HELD || p->mode == RETURNING)
         p->cancel_on_close = in_flight_now(p) > 0;
     finish(c, p);
 }
@@ -265,6 +317,260 @@ skip_body(stream *s, size_t pos, size_t end)
     size_t take = s->body_left < end - pos ? s->body_left : end - pos;
     s->body_left -= take;
     return pos + take;
+}
+
+
+/* -- the governed lane ---------------------------------------------------------------- */
+
+/* Bumped (Python: invalidate_lanes) on every policy swap: a lane built under an older
+ * generation passes nothing more, so no statement runs under a policy that was replaced. */
+static long long lane_generation;
+
+/* libpg_query's splitter, from pglast's own extension (use_parser): PostgreSQL's parser, thread-safe
+ * (per-thread memory contexts), already run without the GIL by pglast.parser.split. */
+typedef struct { int stmt_location; int stmt_len; } PgQuerySplitStmt;
+typedef struct { PgQuerySplitStmt **stmts; int n_stmts; char *stderr_buffer; void *error; } PgQuerySplitResult;
+static PgQuerySplitResult (*split_with_parser)(const char *);
+static void (*free_split_result)(PgQuerySplitResult);
+
+static uint64_t
+fnv1a(const unsigned char *d, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ d[i]) * 1099511628211ULL;
+    return h;
+}
+
+static void
+lane_free(lane *l)
+{
+    if (l == NULL)
+        return;
+    for (size_t i = 0; i < l->ntemplates; i++) {
+        lane_template *t = &l->templates[i];
+        free(t->key);
+        for (size_t k = 0; t->seg != NULL && k < t->nseg; k++)
+            free(t->seg[k]);
+        free(t->seg);
+        free(t->seg_len);
+        free(t->order);
+    }
+    for (size_t i = 0; i < l->nparses; i++) {
+        free(l->parses[i].data);
+        free(l->parses[i].out);
+    }
+    for (size_t i = 0; i < l->nbinds; i++)
+        free(l->binds[i].data);
+    free(l->templates);
+    free(l->parses);
+    free(l->binds);
+    free(l);
+}
+
+static const lane_entry *
+lane_find(const lane_entry *entries, size_t n, const unsigned char *d, size_t len)
+{
+    uint64_t h = fnv1a(d, len);
+    for (size_t i = 0; i < n; i++)
+        if (entries[i].hash == h && entries[i].len == len && memcmp(entries[i].data, d, len) == 0)
+            return &entries[i];
+    return NULL;
+}
+
+/* Replace buf[pos:pos+old] of stream ``s`` with ``data``; -1 when out of memory. */
+static int
+splice_message(stream *s, size_t pos, size_t old, const unsigned char *data, size_t len)
+{
+    size_t need = s->tail - old + len;
+    if (need > s->cap) {
+        unsigned char *b = realloc(s->buf, need);
+        if (b == NULL)
+            return -1;
+        s->buf = b;
+        s->cap = need;
+    }
+    memmove(s->buf + pos + len, s->buf + pos + old, s->tail - pos - old);
+    memcpy(s->buf + pos, data, len);
+    s->tail = s->tail - old + len;
+    return 0;
+}
+
+static int
+grow_scratch(Core *c, size_t bytes, size_t slots)
+{
+    if (grow((void **)&c->scratch, &c->scratch_cap, bytes, 1) < 0 ||
+        grow((void **)&c->slots, &c->slots_cap, slots, sizeof(fk_slot)) < 0)
+        return -1;
+    return 0;
+}
+
+/* The Query at buf[pos], of ``total`` bytes, filled into its shape's template in place: exactly
+ * what rewrite.shapes gives for it (the same key, the same segments, the same check that the
+ * client's text is one statement to PostgreSQL's parser). 0 when done; -1: Python judges it. */
+static int
+lane_query(Core *c, const lane *l, stream *s, size_t pos, size_t total)
+{
+    const unsigned char *body = s->buf + pos + 5;
+    size_t n = total - 6;  /* the text, without its NUL */
+    fk_ssize key_len, nslots;
+    if (total < 6 || body[n] != 0 || l->ntemplates == 0 || split_with_parser == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (body[i] == 0 || body[i] >= 0x80)
+            return -1;  /* an inner NUL is malformed; non-ASCII texts take the Python key */
+    if (grow_scratch(c, 3 * n + 1, n + 1) < 0 ||
+        !fk_scan((const char *)body, (fk_ssize)n, (char *)c->scratch, &key_len, c->slots, &nslots))
+        return -1;
+    uint64_t h = fnv1a(c->scratch, (size_t)key_len);
+    const lane_template *t = NULL;
+    for (size_t i = 0; i < l->ntemplates; i++) {
+        const lane_template *u = &l->templates[i];
+        if (u->hash == h && u->key_len == (size_t)key_len && memcmp(u->key, c->scratch, u->key_len) == 0) {
+            t = u;
+            break;
+        }
+    }
+    if (t == NULL)
+        return -1;
+    size_t out_len = 5;
+    for (size_t k = 0; k < t->nseg; k++) {
+        out_len += t->seg_len[k];
+        if (k + 1 < t->nseg) {
+            if (t->order[k] >= (size_t)nslots)
+                return -1;
+            const fk_slot *lit = &c->slots[t->order[k]];
+            out_len += (size_t)(lit->end - lit->start);
+        }
+    }
+    out_len += 1;
+    if (out_len - 1 > (size_t)INT32_MAX)
+        return -1;
+    PgQuerySplitResult split = split_with_parser((const char *)body);
+    int one = split.error == NULL && split.n_stmts == 1;
+    free_split_result(split);
+    if (!one)
+        return -1;
+    /* the message is built in the scratch buffer, after the key (no longer needed) */
+    if (grow_scratch(c, out_len, 0) < 0)
+        return -1;
+    unsigned char *out = c->scratch;
+    uint32_t len32 = (uint32_t)(out_len - 1);
+    out[0] = 'Q';
+    out[1] = len32 >> 24;
+    out[2] = len32 >> 16;
+    out[3] = len32 >> 8;
+    out[4] = len32;
+    size_t at = 5;
+    for (size_t k = 0; k < t->nseg; k++) {
+        memcpy(out + at, t->seg[k], t->seg_len[k]);
+        at += t->seg_len[k];
+        if (k + 1 < t->nseg) {
+            const fk_slot *lit = &c->slots[t->order[k]];
+            memcpy(out + at, body + lit->start, (size_t)(lit->end - lit->start));
+            at += (size_t)(lit->end - lit->start);
+        }
+    }
+    out[at++] = 0;
+    return splice_message(s, pos, total, out, at);
+}
+
+/* One whole client message of a governed pair at buf[pos] (``total`` bytes): 0 passed (perhaps
+ * replaced in place), -1 Python must judge it. Only what the lane was built with passes: a Query
+ * of a known shape, a Parse Python already judged (its rewrite), a Bind of a statement prepared
+ * under the lane's policy, and Describe, Execute, Sync, Flush. */
+static int
+lane_message(Core *c, pair *p, stream *s, size_t pos, size_t total)
+{
+    const lane *l = p->lane;
+    unsigned char tag = s->buf[pos];
+    if (tag == 'D' || tag == 'E' || tag == 'S' || tag == 'H')
+        return 0;
+    if (__atomic_load_n(&lane_generation, __ATOMIC_ACQUIRE) != l->generation)
+        return -1;
+    if (tag == 'Q')
+        return lane_query(c, l, s, pos, total);
+    if (tag == 'P') {
+        const lane_entry *e = lane_find(l->parses, l->nparses, s->buf + pos + 5, total - 5);
+        return e == NULL ? -1 : splice_message(s, pos, total, e->out, e->out_len);
+    }
+    if (tag == 'B') {
+        const unsigned char *body = s->buf + pos + 5, *end = s->buf + pos + total;
+        const unsigned char *portal_end = memchr(body, 0, (size_t)(end - body));
+        if (portal_end == NULL)
+            return -1;
+        const unsigned char *name = portal_end + 1;
+        const unsigned char *name_end = name < end ? memchr(name, 0, (size_t)(end - name)) : NULL;
+        if (name_end == NULL)
+            return -1;
+        return lane_find(l->binds, l->nbinds, name, (size_t)(name_end - name)) != NULL ? 0 : -1;
+    }
+    return -1;
+}
+
+/* walk_client for a governed pair: whole messages only, each passed by lane_message or left for
+ * Python; 1: a violation was posted, 2: Terminate seen, 3: return the pair (s->fwd: the message). */
+static int
+walk_lane(Core *c, pair *p, stream *s)
+{
+    size_t pos = s->fwd;
+    while (s->tail - pos >= 5) {
+        unsigned char tag = s->buf[pos];
+        uint32_t length = be32(s->buf + pos + 1);
+        if (length < 4 || (long long)length > p->limit) {
+            s->fwd = pos;
+            s->tail = pos;
+            post(c, p->id, EV_CLIENT_VIOLATION, tag, length);
+            return 1;
+        }
+        size_t total = (size_t)length + 1;
+        if (tag == 'X') {
+            if (s->tail - pos < total)
+                break;
+            p->terminated = 1;
+            s->fwd = s->tail = pos + total;  /* whatever follows a Terminate is dropped */
+            return 2;
+        }
+        if (total > BUF_SIZE) {
+            s->fwd = pos;
+            return 3;  /* too large to hold whole here: the event loop streams it */
+        }
+        if (s->tail - pos < total)
+            break;
+        if (lane_message(c, p, s, pos, total) < 0) {
+            s->fwd = pos;
+            return 3;
+        }
+        total = (size_t)be32(s->buf + pos + 1) + 1;  /* as replaced */
+        if (tag == 'Q' || tag == 'S') {
+            __atomic_add_fetch(&p->in_flight, 1, __ATOMIC_RELAXED);
+            p->lane_syncs++;
+            p->lane_pc = 0;
+        }
+        else if (tag == 'P')
+            p->lane_pc = 1;
+        pos += total;
+    }
+    s->fwd = pos;
+    return 0;
+}
+
+/* A RETURNING pair whose judged bytes are all sent and whose backend stream is on a message
+ * boundary leaves the thread: out of epoll, its fds kept for Pair.take_back. */
+static void
+try_return(Core *c, pair *p)
+{
+    const stream *up = &p->streams[TO_BACKEND], *down = &p->streams[TO_CLIENT];
+    if (up->head != up->fwd || down->head != down->fwd || down->body_left)
+        return;
+    for (int i = 0; i < 2; i++)
+        if (p->ends[i].fd >= 0)
+            epoll_ctl(c->epfd, EPOLL_CTL_DEL, p->ends[i].fd, NULL);
+    p->mode = RETURNED;
+    p->prev->next = p->next;
+    p->next->prev = p->prev;
+    post(c, p->id, EV_RETURNED, 0, 0);
+    defer_unref(c, p);
 }
 
 static void flush(Core *c, pair *p, int which);
@@ -331,6 +637,7 @@ walk_backend(Core *c, pair *p, stream *s)
             return 1;
         }
         s->status_next = tag == 'Z' && length > 4;
+        p->lane_readies += s->status_next;
         s->msg_start = pos;
         pos += 5;
         s->body_left = length - 4;
@@ -393,9 +700,11 @@ pump(Core *c, pair *p, int which)
         return 0;
     }
     s->tail += (size_t)n;
-    int r = which == TO_BACKEND ? walk_client(c, p, s) : walk_backend(c, p, s);
+    int r = which == TO_CLIENT ? walk_backend(c, p, s) : p->lane != NULL ? walk_lane(c, p, s) : walk_client(c, p, s);
     if (r == 1)
         p->mode = HELD;
+    else if (r == 3)
+        p->mode = RETURNING;
     else if (r == 2) {
         p->cancel_on_close = in_flight_now(p) > 0;
         p->mode = DRAIN_TO_BACKEND;
@@ -414,9 +723,9 @@ update_interest(Core *c, pair *p)
 {
     const stream *up = &p->streams[TO_BACKEND], *down = &p->streams[TO_CLIENT];
     uint32_t want[2];
-    int reading = p->mode == RELAYING;
+    int reading = p->mode == RELAYING, backend_reading = reading || p->mode == RETURNING;
     want[CLIENT] = (reading && up->head == up->fwd ? EPOLLIN : 0) | (down->head < down->fwd ? EPOLLOUT : 0);
-    want[BACKEND] = (reading && down->head == down->fwd ? EPOLLIN : 0) | (up->head < up->fwd ? EPOLLOUT : 0);
+    want[BACKEND] = (backend_reading && down->head == down->fwd ? EPOLLIN : 0) | (up->head < up->fwd ? EPOLLOUT : 0);
     for (int i = 0; i < 2; i++) {
         endpoint *e = &p->ends[i];
         if (e->fd >= 0 && !e->hup && e->mask != want[i]) {
@@ -427,6 +736,13 @@ update_interest(Core *c, pair *p)
     }
 }
 
+/* Is stream ``which`` read in the pair's mode? (A returning pair reads only its backend.) */
+static int
+reads_stream(const pair *p, int which)
+{
+    return p->mode == RELAYING || (p->mode == RETURNING && which == TO_CLIENT);
+}
+
 /* Read a hung-up peer's last bytes while its stream has room (the read of EOF ends the pair). */
 static void
 resume_hung_up(Core *c, pair *p)
@@ -434,9 +750,10 @@ resume_hung_up(Core *c, pair *p)
     for (int which = 0; which < 2; which++) {
         stream *s = &p->streams[which];
         endpoint *src = &p->ends[SOURCE(which)];
-        while (p->mode == RELAYING && src->fd >= 0 && src->hup && s->head == s->fwd) {
+        int (*reads)(const pair *, int) = reads_stream;
+        while (reads(p, which) && src->fd >= 0 && src->hup && s->head == s->fwd) {
             if (!pump(c, p, which)) {
-                if (p->mode == RELAYING && src->fd >= 0)  /* no EOF after a hang-up: never wait for more */
+                if (reads(p, which) && src->fd >= 0)  /* no EOF after a hang-up: never wait for more */
                     gone(c, p, SOURCE(which));
                 break;
             }
@@ -454,9 +771,9 @@ on_ready(Core *c, endpoint *e, uint32_t events)
     if (p->mode == DEAD || e->fd < 0)
         return;
     int which = SOURCE(side);  /* the stream this endpoint feeds */
-    if ((events & EPOLLIN) && p->mode == RELAYING)
+    if ((events & EPOLLIN) && reads_stream(p, which))
         pump(c, p, which);
-    else if ((events & (EPOLLHUP | EPOLLERR)) == EPOLLHUP && p->mode == RELAYING) {
+    else if ((events & (EPOLLHUP | EPOLLERR)) == EPOLLHUP && reads_stream(p, which)) {
         /* The peer closed while this side is paused (its stream has unsent bytes): what it sent
          * before closing is still to be read. Out of epoll (HUP is level-triggered, whatever the
          * mask), and read directly once the stream has drained (resume_hung_up). */
@@ -467,7 +784,9 @@ on_ready(Core *c, endpoint *e, uint32_t events)
         gone(c, p, side);
     }
     resume_hung_up(c, p);
-    if (p->mode != DEAD)
+    if (p->mode == RETURNING)
+        try_return(c, p);
+    if (p->mode != DEAD && p->mode != RETURNED)
         update_interest(c, p);
 }
 
@@ -476,8 +795,8 @@ static void
 close_requested(Core *c, pair *p, const unsigned char *final, size_t final_len)
 {
     stream *s = &p->streams[TO_CLIENT];
-    if (p->mode == DEAD || p->close_done)
-        return;
+    if (p->mode == DEAD || p->mode == RETURNED || p->close_done)
+        return;  /* RETURNED: the session is the event loop's again, which closes it there */
     p->close_done = 1;
     if (p->mode == DRAIN_TO_BACKEND || p->ends[CLIENT].fd < 0) {
         finish(c, p);  /* the client is gone already: nobody to tell */
@@ -567,7 +886,7 @@ relay_main(void *arg)
             endpoint *e = evs[i].data.ptr;
             if (e == NULL)
                 take_commands(c);
-            else if (e->owner->mode != DEAD && e->fd >= 0)
+            else if (e->owner->mode != DEAD && e->owner->mode != RETURNED && e->fd >= 0)
                 on_ready(c, e, evs[i].events);
         }
         for (size_t i = 0; i < c->nunref; i++)
@@ -659,6 +978,8 @@ Core_dealloc(Core *c)
     free(c->commands);
     free(c->events);
     free(c->unref);
+    free(c->scratch);
+    free(c->slots);
     if (c->epfd >= 0)
         close(c->epfd);
     if (c->wakefd >= 0)
@@ -669,21 +990,129 @@ Core_dealloc(Core *c)
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 
+
+/* A copy of a bytes object's contents (lane tables are owned by the pair). */
+static int
+copy_bytes(PyObject *o, unsigned char **data, size_t *len)
+{
+    char *b;
+    Py_ssize_t n;
+    if (PyBytes_AsStringAndSize(o, &b, &n) < 0)
+        return -1;
+    *data = malloc(n ? (size_t)n : 1);
+    if (*data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(*data, b, (size_t)n);
+    *len = (size_t)n;
+    return 0;
+}
+
+/* lane = (generation, [(key, (segment, ...), (order, ...)), ...], [(parse body, message), ...], [name, ...]) */
+static lane *
+lane_from_python(PyObject *spec)
+{
+    long long generation;
+    PyObject *templates, *parses, *binds;
+    if (!PyArg_ParseTuple(spec, "LO!O!O!:lane", &generation, &PyList_Type, &templates, &PyList_Type, &parses,
+                          &PyList_Type, &binds))
+        return NULL;
+    lane *l = calloc(1, sizeof(lane));
+    if (l == NULL)
+        return (lane *)PyErr_NoMemory();
+    l->generation = generation;
+    Py_ssize_t nt = PyList_GET_SIZE(templates), np = PyList_GET_SIZE(parses), nb = PyList_GET_SIZE(binds);
+    l->templates = calloc(nt ? (size_t)nt : 1, sizeof(lane_template));
+    l->parses = calloc(np ? (size_t)np : 1, sizeof(lane_entry));
+    l->binds = calloc(nb ? (size_t)nb : 1, sizeof(lane_entry));
+    if (l->templates == NULL || l->parses == NULL || l->binds == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < nt; i++) {
+        PyObject *key, *segs, *order;
+        lane_template *t = &l->templates[i];
+        l->ntemplates++;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(templates, i), "SO!O!:template", &key, &PyTuple_Type, &segs,
+                              &PyTuple_Type, &order))
+            goto fail;
+        Py_ssize_t ns = PyTuple_GET_SIZE(segs);
+        if (ns < 1 || PyTuple_GET_SIZE(order) != ns - 1) {
+            PyErr_SetString(PyExc_ValueError, "a template has one segment more than slots");
+            goto fail;
+        }
+        if (copy_bytes(key, &t->key, &t->key_len) < 0)
+            goto fail;
+        t->hash = fnv1a(t->key, t->key_len);
+        t->seg = calloc((size_t)ns, sizeof(unsigned char *));
+        t->seg_len = calloc((size_t)ns, sizeof(size_t));
+        t->order = calloc((size_t)ns, sizeof(size_t));
+        if (t->seg == NULL || t->seg_len == NULL || t->order == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        t->nseg = (size_t)ns;
+        for (Py_ssize_t k = 0; k < ns; k++) {
+            if (copy_bytes(PyTuple_GET_ITEM(segs, k), &t->seg[k], &t->seg_len[k]) < 0)
+                goto fail;
+            if (k + 1 < ns) {
+                Py_ssize_t at = PyLong_AsSsize_t(PyTuple_GET_ITEM(order, k));
+                if (at < 0) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_ValueError, "a negative slot index");
+                    goto fail;
+                }
+                t->order[k] = (size_t)at;
+            }
+        }
+    }
+    for (Py_ssize_t i = 0; i < np; i++) {
+        PyObject *body, *message;
+        lane_entry *e = &l->parses[i];
+        l->nparses++;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(parses, i), "SS:parse", &body, &message) ||
+            copy_bytes(body, &e->data, &e->len) < 0 || copy_bytes(message, &e->out, &e->out_len) < 0)
+            goto fail;
+        e->hash = fnv1a(e->data, e->len);
+    }
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        lane_entry *e = &l->binds[i];
+        l->nbinds++;
+        if (copy_bytes(PyList_GET_ITEM(binds, i), &e->data, &e->len) < 0)
+            goto fail;
+        e->hash = fnv1a(e->data, e->len);
+    }
+    return l;
+fail:
+    lane_free(l);
+    return NULL;
+}
+
 PyDoc_STRVAR(Core_add_doc,
-"add(id, client_fd, backend_fd, in_flight, status, max_message_size) -> Pair\n\n"
+"add(id, client_fd, backend_fd, in_flight, status, max_message_size, lane=None) -> Pair\n\n"
 "Relay the two connected, non-blocking sockets from now on; the core owns (and closes) both\n"
-"descriptors, also when this raises after taking them.");
+"descriptors, also when this raises after taking them. ``lane``: a governed session's tables\n"
+"(generation, templates, parses, binds); the pair returns (EV_RETURNED) at any other message.");
 
 static PyObject *
 Core_add(Core *c, PyObject *args)
 {
     long long id, limit;
     int cfd, bfd, in_flight, status;
-    if (!PyArg_ParseTuple(args, "LiiiCL:add", &id, &cfd, &bfd, &in_flight, &status, &limit))
+    PyObject *lane_spec = Py_None;
+    lane *l = NULL;
+    if (!PyArg_ParseTuple(args, "LiiiCL|O:add", &id, &cfd, &bfd, &in_flight, &status, &limit, &lane_spec))
         return NULL;
+    if (lane_spec != Py_None && (l = lane_from_python(lane_spec)) == NULL) {
+        close(cfd);
+        close(bfd);
+        return NULL;
+    }
     if (!c->running || __atomic_load_n(&c->stopping, __ATOMIC_ACQUIRE)) {
         close(cfd);
         close(bfd);
+        lane_free(l);
         PyErr_SetString(PyExc_RuntimeError, "the relay core is stopped");
         return NULL;
     }
@@ -695,6 +1124,7 @@ Core_add(Core *c, PyObject *args)
         free(p);
         close(cfd);
         close(bfd);
+        lane_free(l);
         return PyErr_NoMemory();
     }
     Pair *obj = PyObject_New(Pair, &PairType);
@@ -704,6 +1134,7 @@ Core_add(Core *c, PyObject *args)
         free(p);
         close(cfd);
         close(bfd);
+        lane_free(l);
         return NULL;
     }
     p->id = id;
@@ -713,6 +1144,8 @@ Core_add(Core *c, PyObject *args)
     p->in_flight = in_flight;
     p->status = status;
     p->mode = RELAYING;
+    p->lane = l;
+    p->lane_pc = -1;
     p->refs = 2;  /* the Pair object; the ADD command, then the thread */
     for (int i = 0; i < 2; i++)
         p->ends[i].owner = p;
@@ -727,9 +1160,7 @@ Core_add(Core *c, PyObject *args)
     obj->core = c;
     obj->p = p;
     if (enqueue(c, CMD_ADD, p, NULL, 0) < 0) {
-        close(cfd);
-        close(bfd);
-        p->refs = 1;
+        p->refs = 1;  /* the Pair's: freeing it closes both fds */
         Py_DECREF(obj);
         return PyErr_NoMemory();
     }
@@ -845,8 +1276,35 @@ Pair_transaction_status(Pair *self, void *closure)
     return PyUnicode_FromOrdinal(__atomic_load_n(&self->p->status, __ATOMIC_RELAXED) & 0xff);  /* as chr(byte) */
 }
 
+
+PyDoc_STRVAR(Pair_take_back_doc,
+"take_back() -> (client_fd, backend_fd, client_bytes, backend_bytes, in_flight, status, syncs, readies, parse_open)\n\n"
+"After EV_RETURNED: the fds (the caller owns them now), the client bytes read and not sent (from the\n"
+"message the lane left to Python), a partial backend header read, the statement counts, the Query/Sync\n"
+"messages sent and ReadyForQuery messages relayed by the lane, and whether a Parse went out in the\n"
+"open sync group (-1: the lane passed nothing).");
+
+static PyObject *
+Pair_take_back(Pair *self, PyObject *unused)
+{
+    pair *p = self->p;
+    if (p->mode != RETURNED || p->ends[CLIENT].fd < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "the pair was not returned");
+        return NULL;
+    }
+    const stream *up = &p->streams[TO_BACKEND], *down = &p->streams[TO_CLIENT];
+    PyObject *out = Py_BuildValue("(iiy#y#iCLLi)", p->ends[CLIENT].fd, p->ends[BACKEND].fd,
+                                  (const char *)up->buf + up->fwd, (Py_ssize_t)(up->tail - up->fwd),
+                                  (const char *)down->buf + down->fwd, (Py_ssize_t)(down->tail - down->fwd),
+                                  p->in_flight, p->status & 0xff, p->lane_syncs, p->lane_readies, p->lane_pc);
+    if (out != NULL)
+        p->ends[CLIENT].fd = p->ends[BACKEND].fd = -1;
+    return out;
+}
+
 static PyMethodDef Pair_methods[] = {
     {"close", (PyCFunction)Pair_close, METH_VARARGS, Pair_close_doc},
+    {"take_back", (PyCFunction)Pair_take_back, METH_NOARGS, Pair_take_back_doc},
     {NULL},
 };
 
@@ -879,8 +1337,46 @@ static PyTypeObject PairType = {
     .tp_getset = Pair_getset,
 };
 
+
+static PyObject *
+invalidate_lanes(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromLongLong(__atomic_add_fetch(&lane_generation, 1, __ATOMIC_ACQ_REL));
+}
+
+static PyObject *
+current_generation(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromLongLong(__atomic_load_n(&lane_generation, __ATOMIC_ACQUIRE));
+}
+
+/* use_parser(path): take libpg_query's splitter from the loaded extension at ``path``; True if found. */
+static PyObject *
+use_parser(PyObject *module, PyObject *arg)
+{
+    const char *path = PyUnicode_AsUTF8(arg);
+    if (path == NULL)
+        return NULL;
+    void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (h == NULL)
+        Py_RETURN_FALSE;
+    void *split = dlsym(h, "pg_query_split_with_parser"), *release = dlsym(h, "pg_query_free_split_result");
+    if (split == NULL || release == NULL)
+        Py_RETURN_FALSE;
+    *(void **)&split_with_parser = split;
+    *(void **)&free_split_result = release;
+    Py_RETURN_TRUE;  /* the handle stays open: the functions are used for the life of the process */
+}
+
+static PyMethodDef module_methods[] = {
+    {"invalidate_lanes", invalidate_lanes, METH_NOARGS, "Every lane built so far passes nothing more; the new generation."},
+    {"lane_generation", current_generation, METH_NOARGS, "The generation a lane built now belongs to."},
+    {"use_parser", use_parser, METH_O, "use_parser(path of pglast.parser's extension) -> whether Queries can pass lanes."},
+    {NULL},
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "proxy._relay", "The C relay thread of pass-through sessions.", -1, NULL,
+    PyModuleDef_HEAD_INIT, "proxy._relay", "The C relay thread of pass-through and governed sessions.", -1, module_methods,
 };
 
 PyMODINIT_FUNC
@@ -897,7 +1393,8 @@ PyInit__relay(void)
         PyModule_AddObject(m, "Pair", (PyObject *)&PairType) < 0 ||
         PyModule_AddIntConstant(m, "EV_CLOSED", EV_CLOSED) < 0 ||
         PyModule_AddIntConstant(m, "EV_CLIENT_VIOLATION", EV_CLIENT_VIOLATION) < 0 ||
-        PyModule_AddIntConstant(m, "EV_BACKEND_VIOLATION", EV_BACKEND_VIOLATION) < 0) {
+        PyModule_AddIntConstant(m, "EV_BACKEND_VIOLATION", EV_BACKEND_VIOLATION) < 0 ||
+        PyModule_AddIntConstant(m, "EV_RETURNED", EV_RETURNED) < 0) {
         Py_DECREF(m);
         return NULL;
     }

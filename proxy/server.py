@@ -5,7 +5,9 @@ its commands with asyncio Protocols (on uvloop when available), applies
 backpressure in both directions (a slow reader pauses the other side's reads),
 enforces connection and time limits, and forwards cancel requests. A session that
 becomes a plain byte relay is handed to the C relay thread (``relay_thread``) when
-it is built; this module still owns its cancel key, shutdown and close.
+it is built, and a governed one between statements, with a lane (``session/lane.py``)
+that sends it back here at the first message Python must judge; this module still
+owns its cancel key, shutdown and close.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import asyncio
 import logging
 import os
 import secrets
+import socket
 import ssl
 import weakref
 from dataclasses import dataclass
@@ -21,11 +24,12 @@ from .auth import Verifier
 from .backend_auth import BackendAuthError, BackendHandshake
 from .dsn import BackendTarget, service_connect_kwargs
 from .policy_state import PolicyHolder, PolicyState
-from .relay_thread import PairClosed, open_relay_thread
+from .relay_thread import PairClosed, PairReturned, open_relay_thread
 from .session_setup import key_setup
 from .session import commands as cmd
 from .session import events as ev
 from .session import Session, SessionSettings
+from .session.lane import absorb, lane_tables
 from .session.states import State
 from .wire import ProtocolViolation, backend as be
 from .wire.startup import CancelRequest, SSLRequest
@@ -54,8 +58,14 @@ class ServerSettings:
     audit: object | None = None  # callable taking an AuditRecord (AuditWriter.write); None: no audit
 
 
-# ClientConnection.pair between closing the transports and the relay thread taking the sockets.
+# ClientConnection.pair between closing the transports and the relay thread taking the sockets,
+# and between the relay thread giving a governed session back and its new transports being made.
 _HANDING_OFF = object()
+_RETURNING = object()
+# A lane that relayed fewer statements than this before returning was not worth it: the session
+# waits twice as many statements on the loop as the last time before the next hand-off.
+_LANE_WORTH = 32
+_LANE_MAX_WAIT = 4096
 
 
 class BackendProtocol(asyncio.Protocol):
@@ -71,6 +81,7 @@ class BackendProtocol(asyncio.Protocol):
         self._client_write = None
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self._ssl_answer: asyncio.Future | None = None
+        self._after_write = None  # set while a returned governed session waits to be handed off again
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -91,6 +102,8 @@ class BackendProtocol(asyncio.Protocol):
             try:
                 if relay(data):
                     self._client_write(data)
+                    if self._after_write is not None:
+                        self._after_write()
                     return
             except ProtocolViolation:
                 pass  # the general path reports it
@@ -143,10 +156,20 @@ class ClientConnection(asyncio.Protocol):
         self._tasks: set[asyncio.Task] = set()
         self._backend_write = None
         self.pair = None  # set once the relay thread relays this session (its transports are closed then)
+        self._final: bytes | None = None  # a FATAL error to end the session with once it is back from the thread
+        # While a governed session comes back from the thread: what it read and what arrives meanwhile.
+        self._held_client = bytearray()
+        self._held_backend = bytearray()
+        self._lane_after = 0  # a governed session is handed off again once this many statements were sent
+        self._lane_wait = 0
 
     # -- asyncio.Protocol -------------------------------------------------------
 
     def connection_made(self, transport) -> None:
+        if self.session is not None:  # taken back from the relay thread (_take_back)
+            self.transport = transport
+            transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+            return
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
@@ -169,6 +192,9 @@ class ClientConnection(asyncio.Protocol):
         session = self.session
         if session is None:
             return
+        if self.pair is _RETURNING:
+            self._held_client += data  # after what the relay thread had read (_take_back)
+            return
         relay = session.client_bytes(data)  # hot path: whole messages, nothing to inspect
         if relay is not None:
             self._backend_write(relay)
@@ -177,7 +203,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         if self.pair is not None:
-            return  # the transport closed at the hand-off; the socket lives on in the relay thread
+            return  # the transport closed at the hand-off (the socket lives on in the relay thread); or see _take_back
         if self.session is not None:
             self._apply(self.session.handle(ev.ClientClosed()))
         self._close()
@@ -195,18 +221,25 @@ class ClientConnection(asyncio.Protocol):
     def on_backend_data(self, data: bytes) -> None:
         if self.closed:
             return
+        if self.pair is _RETURNING:
+            self._held_backend += data
+            return
         session = self.session
         try:
             if session.backend_bytes(data):  # hot path: relay as received
                 self.transport.write(data)
             else:
                 self._apply(session.handle(ev.BackendDataReceived(data)))
+            if self.backend._after_write is not None:
+                self._rehand()
         except ProtocolViolation as exc:
             log.error("backend sent an invalid message stream: %s", exc)
             self.transport.write(be.error("08P01", "pgveil lost track of the backend's messages", severity="FATAL"))
             self._close()
 
     def on_backend_closed(self) -> None:
+        if self.pair is _RETURNING:
+            return  # the old transport, or the new one before the session has it: _take_back looks
         if not self.closed:
             self._apply(self.session.handle(ev.BackendClosed()))
 
@@ -288,8 +321,15 @@ class ClientConnection(asyncio.Protocol):
         """
         relay = self.proxy.relay_thread
         backend = self.backend
-        if relay is None or self.closed or not self.session.can_hand_off():
+        if relay is None or self.closed or self.pair is not None or not self.session.can_hand_off():
             return
+        lane = None
+        if self.session.governed is not None:
+            generation = relay.lane_generation()  # before the tables: a swap from here on voids them
+            tables = lane_tables(self.session.governed)
+            if tables is None:
+                return
+            lane = (generation, *tables)
         client_t, backend_t = self.transport, backend.transport
         if client_t.get_write_buffer_size() or backend_t.get_write_buffer_size():
             return
@@ -307,7 +347,7 @@ class ClientConnection(asyncio.Protocol):
         backend_t.close()
         try:
             self.pair = relay.adopt(self, client_fd, backend_fd, session.in_flight, session.transaction_status,
-                                    self.proxy.settings.max_message_size)
+                                    self.proxy.settings.max_message_size, lane)
         except Exception:  # the core closed the fds: the session ends as if the client had left
             log.exception("the relay thread could not take a session")
             self.pair = None
@@ -317,7 +357,94 @@ class ClientConnection(asyncio.Protocol):
             self._close()
             return
         backend._relay = None
+        backend._after_write = None
         self._backend_write = None
+
+    def _rehand(self) -> None:
+        """A governed session back from the relay thread goes there again once idle and its wait is over."""
+        session = self.session
+        if session.in_flight == 0 and session.governed.syncs_sent >= self._lane_after:
+            self._hand_off()
+
+    def relay_returned(self) -> None:
+        """The relay thread gives this governed session back: a message waits for Python's judgement."""
+        pair = self.pair
+        client_fd, backend_fd, client_bytes, backend_bytes, *counts = pair.take_back()
+        self.pair = _RETURNING
+        syncs = counts[2]
+        absorb(self.session, *counts)
+        self._lane_wait = 0 if syncs >= _LANE_WORTH else min(max(1, 2 * self._lane_wait), _LANE_MAX_WAIT)
+        self._lane_after = self.session.governed.syncs_sent + self._lane_wait
+        if self._final is not None:  # ended while the thread was giving it back
+            self._end_returned(client_fd, backend_fd, self._final)
+            return
+        self._held_client[:] = client_bytes
+        self._held_backend[:] = backend_bytes
+        self._spawn(self._take_back(client_fd, backend_fd))
+
+    def _end_returned(self, client_fd: int, backend_fd: int, final: bytes) -> None:
+        """End a session whose sockets came back from the thread, without making transports for them."""
+        try:
+            os.write(client_fd, final)  # a short FATAL error on an idle, non-blocking socket
+        except OSError:
+            pass
+        try:
+            os.write(backend_fd, b"X\x00\x00\x00\x04")
+        except OSError:
+            pass
+        os.close(client_fd)
+        os.close(backend_fd)
+        if self.session.in_flight:
+            self.proxy.cancel_backend(self.session)
+        self.pair = None
+        self.session.ended_elsewhere()
+        self._close()
+
+    async def _take_back(self, client_fd: int, backend_fd: int) -> None:
+        """New transports for the sockets; the bytes the thread had read, and any read meanwhile, relayed first.
+
+        Until the session has both transports, what they read is held (``data_received``,
+        ``on_backend_data``) and their closing ignored; it is looked at here afterwards.
+        """
+        loop = asyncio.get_running_loop()
+        backend = self.backend
+        try:
+            client_sock, backend_sock = socket.socket(fileno=client_fd), socket.socket(fileno=backend_fd)
+            await loop.connect_accepted_socket(lambda: self, sock=client_sock)
+            backend.client = self
+            await loop.create_connection(lambda: backend, sock=backend_sock)
+        except Exception:  # fail closed: the session ends (its statement, if any, is cancelled)
+            log.exception("a session could not be taken back from the relay thread")
+            for fd in (client_fd, backend_fd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.pair = None
+            if self.session.in_flight:
+                self.proxy.cancel_backend(self.session)
+            self.session.ended_elsewhere()
+            self._close()
+            return
+        self.pair = None
+        backend.relay_to(self)
+        backend._after_write = self._rehand
+        self._backend_write = backend.transport.write
+        if self._final is not None:
+            self.terminate_now(self._final)
+            return
+        held_backend, held_client = bytes(self._held_backend), bytes(self._held_client)
+        self._held_backend.clear()
+        self._held_client.clear()
+        if held_backend:
+            self.on_backend_data(held_backend)
+        if held_client and not self.closed:
+            self.data_received(held_client)
+        if backend.transport.is_closing():  # it closed while held: its connection_lost was ignored
+            self.on_backend_closed()
+        if self.transport.is_closing() and not self.closed:
+            self._apply(self.session.handle(ev.ClientClosed()))
+            self._close()
 
     def relay_closed(self, cancel: bool) -> None:
         """The relay thread closed this session's sockets; cancel what the client left running."""
@@ -329,7 +456,7 @@ class ClientConnection(asyncio.Protocol):
     @property
     def in_flight(self) -> int:
         """Statements sent to the backend and not yet answered."""
-        if self.pair is not None:
+        if self.pair is not None and self.pair is not _RETURNING:
             return self.pair.in_flight
         return self.session.in_flight if self.session is not None else 0
 
@@ -360,8 +487,14 @@ class ClientConnection(asyncio.Protocol):
             return
         error = be.error(sqlstate, message, severity="FATAL")
         if self.pair is not None:
-            self.pair.close(error)  # sent after what is pending (a second close does nothing); relay_closed follows
+            if self._final is None:
+                self._final = error  # for a governed pair on its way back (its close then does nothing)
+            if self.pair is not _RETURNING:
+                self.pair.close(error)  # sent after what is pending (a second close does nothing); relay_closed follows
             return
+        self.terminate_now(error)
+
+    def terminate_now(self, error: bytes) -> None:
         self.transport.write(error)
         self._close()
 
@@ -406,6 +539,8 @@ class Proxy:
         for conn, what in self.relay_thread.events():
             if type(what) is PairClosed:
                 conn.relay_closed(what.cancel)
+            elif type(what) is PairReturned:
+                conn.relay_returned()
             elif what.from_client:
                 conn.pair.close(be.error("08P01", what.message, severity="FATAL"))
             else:
@@ -413,7 +548,12 @@ class Proxy:
                 conn.pair.close(be.error("08P01", "pgveil lost track of the backend's messages", severity="FATAL"))
 
     def _policy_swapped(self, state: PolicyState) -> None:
-        """A session let through unrestricted whose user no longer is ends now (it was never governed)."""
+        """A session let through unrestricted whose user no longer is ends now (it was never governed).
+
+        Every governed session's lane is voided first: its next statement is judged under ``state``.
+        """
+        if self.relay_thread is not None:
+            self.relay_thread.invalidate_lanes()
         for conn in list(self.connections):
             session = conn.session
             if session is None or session.governed is not None or session.state not in (State.CONNECTING, State.READY):

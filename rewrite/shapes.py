@@ -303,6 +303,25 @@ def rewrite_statements(sql: str, ctx: Any, full: Callable[[str, Any], list]) -> 
     return Filled((verdict,)) if verdict is not None else full(sql, ctx)
 
 
+def template_of(sql: str, ctx: Any) -> tuple[str, Template] | None:
+    """(fast key, template) when ``sql`` is filled from a learned template through the C fast key.
+
+    Read-only: what ``rewrite_statements`` would find for ``sql`` under ``ctx`` on the path that
+    proxy/_relay.c repeats without Python (the same C key, ``fastkey_core.h``; the same segments;
+    the same one-statement check of the client's text). None for anything else.
+    """
+    if _fast_tokens_c is None:
+        return None
+    found = _fast_tokens_c(sql)
+    if found is None or found is NotImplemented:
+        return None
+    key = _key(found[0], ctx)
+    entry = None if key is None else _shapes.get(key)
+    if type(entry) is not Template:
+        return None
+    return found[0], entry
+
+
 def _fill(t: Template, sql: str, slots: list[tuple[str, int, int]], check: str | None = None) -> Any:
     """The template filled with ``sql``'s literals; None unless ``check`` (default: the result) is one statement."""
     segs = t.segments

@@ -27,6 +27,7 @@ _TOKEN_PREFIX = "pgveil_refusal_"
 # unnamed statement): how many, and up to which body size.
 _PARSE_CACHE_SIZE = 256
 _PARSE_CACHE_BODY = 8192
+_RECENT_QUERIES = 32
 
 
 class NeedsDP(Exception):
@@ -59,6 +60,8 @@ class GovernedRelay:
         self.swallow = Swallow()
         self._parses: dict[bytes, list] = {}  # Parse body -> [message, SQL-level ops, last verdict, its encoding]
         self.in_flight = 0  # the session's unanswered Syncs/Queries, set before each client_message
+        # Query texts forwarded lately, newest last: the shapes a lane (proxy/session/lane.py) may pass.
+        self.recent_queries: dict[str, None] = {}
 
     def answer_dp(self, plan, verdict: Forward | Refuse) -> None:
         self._dp_answer = (plan, verdict)
@@ -97,6 +100,17 @@ class GovernedRelay:
     def pending(self) -> bool:
         return bool(self._refusals) or self.swallow.pending
 
+    def can_leave(self) -> bool:
+        """Nothing here waits on the backend's answers or on time: a lane may relay the session for a while.
+
+        No refusal or dropped reply pending, no DP statement (its Binds may need new answers), no
+        audit (every statement is recorded here), and no policy with a validity window (a verdict
+        could change with the clock alone).
+        """
+        state = self.governor.holder.current
+        return (self.audit is None and not self._refusals and not self.swallow.pending and not self.dp_statements
+                and self._dp_answer is None and state.catalog is not None and not state.policies._edges)
+
     # -- client to backend ---------------------------------------------------------------
 
     def client_message(self, tag: bytes, body: bytes, transaction_status: str) -> bytes | None:
@@ -116,6 +130,11 @@ class GovernedRelay:
             if isinstance(verdict, Forward):
                 if ops:
                     self.prepared.after_sql(sql, self.governor.context_key(), ops)
+                recent = self.recent_queries
+                if sql not in recent:
+                    if len(recent) >= _RECENT_QUERIES:
+                        del recent[next(iter(recent))]
+                    recent[sql] = None
                 out = fe.query_message(verdict.sql)
             else:
                 out = self._stand_in_query(verdict)

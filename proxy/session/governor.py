@@ -151,6 +151,14 @@ class Governor:
             self._verdicts[key] = verdict
         return verdict
 
+    def known(self, sql: str, single: bool) -> Forward | Refuse | AskDP | None:
+        """The verdict ``judge`` has kept for ``sql`` under the current context, without judging (None: none kept)."""
+        state = self.holder.current
+        policies = state.policies
+        key = (sql, single, self.holder.generation, self.purpose, self.project,
+               policies.epoch(time.time()) if policies._edges else 0)
+        return self._verdicts.get(key)
+
     def _judge(self, state: PolicyState, sql: str, transaction_status: str, single: bool) -> tuple[Forward | Refuse | AskDP, bool]:
         """The verdict, and whether it may be reused for the same text (settings change state: never)."""
         verdicts = rewrite_statements(sql, self._context(state))

@@ -86,12 +86,16 @@ class Session(HotPath):
         self._held: list | None = None
 
     def can_hand_off(self) -> bool:
-        """From here on a byte relay that only counts statements (``proxy/relay_thread.py`` may take it).
+        """From here on the relay thread may take it (``proxy/relay_thread.py``): a byte relay that only counts
+        statements, or a governed session with a lane (``lane.py``) between statements.
 
-        READY, nothing governed, audited or encrypted (TLS is the event loop's), and no byte of
-        either direction held or half-read: whoever relays next starts on message boundaries.
+        READY, nothing audited or encrypted (TLS is the event loop's), nothing governed that waits
+        (``GovernedRelay.can_leave``), and no byte of either direction held or half-read: whoever
+        relays next starts on message boundaries.
         """
-        return (self.state is State.READY and self.governed is None and self.audit is None and not self.tls
+        governed = self.governed
+        return (self.state is State.READY and (governed is None or governed.can_leave()) and self.audit is None
+                and not self.tls
                 and self._held is None and not self._client_buf.pending and self._walker.idle
                 and self._walker.at_boundary)
 
