@@ -1,4 +1,4 @@
-/* The relay core: pass-through sessions relayed by one C thread, off the event loop.
+/* The relay core: pass-through and governed sessions relayed by one C thread, off the event loop.
  *
  * A session that nothing inspects (an unrestricted user, no audit, no TLS) is,
  * once READY, a byte relay that only counts statements in flight: the same work
@@ -14,6 +14,14 @@
  *   (id, EV_CLIENT_VIOLATION, tag, length)   a client message of invalid length:
  *   (id, EV_BACKEND_VIOLATION, tag, length)  the pair holds (reads nothing more)
  *                                            until Python calls Pair.close(error)
+ *
+ *   (id, EV_RETURNED, 0, 0)                  a governed pair met a message only Python
+ *                                            may judge: Pair.take_back() gives it back
+ *
+ * A governed pair has a lane (see lane_message and proxy/session/lane.py): the Query
+ * shapes, Parses and Binds this session's Python path already judged under the current
+ * policy generation, passed here exactly as Python sends them; any other message
+ * returns the pair, and every policy swap (invalidate_lanes) voids every lane.
  *
  * Python keeps everything else: cancel requests, graceful shutdown (Pair.in_flight,
  * Pair.close(final bytes)), the connection count, the error texts.
