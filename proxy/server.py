@@ -375,6 +375,11 @@ class ClientConnection(asyncio.Protocol):
         absorb(self.session, *counts)
         self._lane_wait = 0 if syncs >= _LANE_WORTH else min(max(1, 2 * self._lane_wait), _LANE_MAX_WAIT)
         self._lane_after = self.session.governed.syncs_sent + self._lane_wait
+        if self.closed:
+            self.pair = None
+            os.close(client_fd)
+            os.close(backend_fd)
+            return
         if self._final is not None:  # ended while the thread was giving it back
             self._end_returned(client_fd, backend_fd, self._final)
             return
@@ -408,18 +413,24 @@ class ClientConnection(asyncio.Protocol):
         """
         loop = asyncio.get_running_loop()
         backend = self.backend
+        old = (self.transport, backend.transport)
+        socks = [None, None]
         try:
-            client_sock, backend_sock = socket.socket(fileno=client_fd), socket.socket(fileno=backend_fd)
-            await loop.connect_accepted_socket(lambda: self, sock=client_sock)
+            socks[0] = socket.socket(fileno=client_fd)
+            socks[1] = socket.socket(fileno=backend_fd)
+            await loop.connect_accepted_socket(lambda: self, sock=socks[0])
             backend.client = self
-            await loop.create_connection(lambda: backend, sock=backend_sock)
+            await loop.create_connection(lambda: backend, sock=socks[1])
         except Exception:  # fail closed: the session ends (its statement, if any, is cancelled)
             log.exception("a session could not be taken back from the relay thread")
-            for fd in (client_fd, backend_fd):
-                try:
+            # each fd closed once: by the transport made from it, else its socket object, else here
+            for fd, sock, before, now in zip((client_fd, backend_fd), socks, old, (self.transport, backend.transport)):
+                if now is not before:
+                    now.close()
+                elif sock is not None:
+                    sock.close()
+                else:
                     os.close(fd)
-                except OSError:
-                    pass
             self.pair = None
             if self.session.in_flight:
                 self.proxy.cancel_backend(self.session)
