@@ -532,16 +532,16 @@ walk_lane(Core *c, pair *p, stream *s)
             return 1;
         }
         size_t total = (size_t)length + 1;
+        if (total > BUF_SIZE) {
+            s->fwd = pos;
+            return 3;  /* too large to hold whole here (whatever its tag): the event loop streams it */
+        }
         if (tag == 'X') {
             if (s->tail - pos < total)
                 break;
             p->terminated = 1;
             s->fwd = s->tail = pos + total;  /* whatever follows a Terminate is dropped */
             return 2;
-        }
-        if (total > BUF_SIZE) {
-            s->fwd = pos;
-            return 3;  /* too large to hold whole here: the event loop streams it */
         }
         if (s->tail - pos < total)
             break;

@@ -57,10 +57,15 @@ class RelayThread:
         self._ids = itertools.count(1)
         self._pairs: dict[int, tuple[object, int]] = {}  # pair id -> (owner, its max_message_size)
         self.notify_fd: int = core.notify_fd
-        # Whether Query texts can pass a lane: the C side needs PostgreSQL's parser from pglast's extension.
+        # Whether Query texts can pass a lane: the C side needs PostgreSQL's parser from pglast's extension,
+        # from a libpg_query that no longer redirects the process's stderr while it parses (pglast 8: checked).
+        import re
+        from importlib.metadata import version
+
         import pglast.parser
 
-        self.lane_queries: bool = _relay.use_parser(pglast.parser.__file__)
+        major = re.match(r"v?(\d+)", version("pglast"))
+        self.lane_queries: bool = bool(major) and int(major.group(1)) >= 8 and _relay.use_parser(pglast.parser.__file__)
 
     def adopt(self, owner, client_fd: int, backend_fd: int, in_flight: int, status: str, max_message_size: int,
               lane: tuple | None = None):

@@ -321,7 +321,8 @@ class ClientConnection(asyncio.Protocol):
         """
         relay = self.proxy.relay_thread
         backend = self.backend
-        if relay is None or self.closed or self.pair is not None or not self.session.can_hand_off():
+        if (relay is None or self.closed or self.pair is not None or self._held_client or self._held_backend
+                or not self.session.can_hand_off()):
             return
         lane = None
         if self.session.governed is not None:
@@ -439,7 +440,6 @@ class ClientConnection(asyncio.Protocol):
             return
         self.pair = None
         backend.relay_to(self)
-        backend._after_write = self._rehand
         self._backend_write = backend.transport.write
         if self._final is not None:
             self.terminate_now(self._final)
@@ -447,6 +447,7 @@ class ClientConnection(asyncio.Protocol):
         held_backend, held_client = bytes(self._held_backend), bytes(self._held_client)
         self._held_backend.clear()
         self._held_client.clear()
+        # All of it relayed before the session may be handed off again (_after_write still None here).
         if held_backend:
             self.on_backend_data(held_backend)
         if held_client and not self.closed:
@@ -456,6 +457,9 @@ class ClientConnection(asyncio.Protocol):
         if self.transport.is_closing() and not self.closed:
             self._apply(self.session.handle(ev.ClientClosed()))
             self._close()
+        if not self.closed:
+            backend._after_write = self._rehand
+            self._rehand()
 
     def relay_closed(self, cancel: bool) -> None:
         """The relay thread closed this session's sockets; cancel what the client left running."""

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from proxy.policy_state import PolicyHolder
 from proxy.relay_thread import PairClosed, PairReturned, RelayThread
 from proxy.session.lane import absorb, lane_tables
+from proxy.wire import backend as be
 from proxy.wire import frontend as fe
 
 from .polling import wait_until
@@ -295,6 +296,23 @@ def test_a_message_larger_than_the_lane_buffer_returns_with_nothing_lost(holder)
         rig.close()
 
 
+def test_an_oversized_terminate_returns_instead_of_spinning(holder):
+    """FINDING (review, fixed): an X longer than the buffer was waited for whole, forever, reading nothing."""
+    s = learned(holder, query(SHAPE % "1"))
+    rig = LaneRig(s)
+    terminate = b"X" + struct.pack("!I", 4 + 100_000) + b"\0" * 100_000
+    try:
+        rig.client.setblocking(False)
+        try:
+            rig.client.send(terminate)
+        except BlockingIOError:
+            pass
+        client_bytes, _, _ = rig.take_back()
+        assert terminate.startswith(client_bytes) and client_bytes[:1] == b"X" and rig.backend_idle()
+    finally:
+        rig.close()
+
+
 def test_a_closed_pair_in_the_lane_reports_a_statement_left_running(holder):
     s = learned(holder, query(SHAPE % "1"))
     rig = LaneRig(s)
@@ -397,6 +415,74 @@ def test_a_reload_reaches_a_session_in_the_lane_at_its_next_statement(governed_p
             # (Ohio: claim 2 only; Missouri had claims 1 and 4)
             assert simple.execute("SELECT count(*) FROM claims WHERE claim_id > 0").fetchone() == (1,)
             assert prepared.execute("SELECT count(*) FROM claims WHERE claim_id > %s", (0,)).fetchone() == (1,)
+    finally:
+        p.path.write_text(original)
+        assert p.reload()
+
+
+def _raw(conn) -> int:
+    return conn.pgconn.socket
+
+
+def _replies(fd: int, readies: int, timeout: float = 5.0) -> list[tuple[bytes, bytes]]:
+    """Backend messages read from a client socket until ``readies`` ReadyForQuery (or the timeout)."""
+    buf, out, deadline = b"", [], time.monotonic() + timeout
+    while sum(1 for tag, _ in out if tag == b"Z") < readies:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        data = os.read(fd, 1 << 16)
+        if not data:
+            break
+        buf += data
+        while len(buf) >= 5 and len(buf) >= 1 + struct.unpack("!I", buf[1:5])[0]:
+            n = 1 + struct.unpack("!I", buf[1:5])[0]
+            out.append((buf[:1], buf[5:n]))
+            buf = buf[n:]
+    return out
+
+
+def test_a_pipelined_chunk_that_returns_after_a_long_lane_loses_nothing(governed_proxy):
+    """FINDING (review, fixed): the held answer of the passed statement let the session be handed off again
+    before the returned message was relayed; the message and everything after it were lost."""
+    p = governed_proxy
+    with _connect(p, prepare_threshold=None) as conn:
+        for i in range(80):  # long lane stints: no wait before the next hand-off
+            conn.execute(f"SELECT claim_id FROM claims WHERE claim_id = {i % 6}")
+        assert wait_until(lambda: _in_lane(p) == 1)
+        fd = _raw(conn)
+        os.write(fd, query("SELECT claim_id FROM claims WHERE claim_id = 1")
+                 + query("SELECT state FROM claims WHERE claim_id = 4 AND 2 = 2")  # a new shape: returns here
+                 + query("SELECT claim_id FROM claims WHERE claim_id = 4"))
+        replies = _replies(fd, 3)
+        rows = [body for tag, body in replies if tag == b"D"]
+        assert [tag for tag, _ in replies].count(b"Z") == 3 and len(rows) == 3
+        assert b"Missouri" in rows[1]
+        assert conn.execute("SELECT claim_id FROM claims WHERE claim_id = 1").fetchone() == (1,)
+
+
+def test_a_sql_prepared_statement_bound_after_a_reload_is_refused(governed_proxy):
+    """FINDING (review, fixed, older than the lane): a Bind naming a PREPAREd statement ran it stale."""
+    import yaml
+
+    p = governed_proxy
+    original = p.path.read_text()
+    try:
+        with _connect(p, prepare_threshold=None) as conn:
+            conn.execute("PREPARE counted AS SELECT count(*) FROM claims WHERE claim_id > 0")
+            assert conn.execute("EXECUTE counted").fetchone() == (2,)
+            config = yaml.safe_load(original)
+            config["users"]["alice"]["attributes"]["office_location"] = ["Ohio"]
+            p.path.write_text(yaml.safe_dump(config, sort_keys=False))
+            assert p.reload()
+            with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+                conn.execute("EXECUTE counted")
+            fd = _raw(conn)
+            os.write(fd, fe.Bind("", "counted", (), (), ()).encode() + fe.Execute("", 0).encode() + fe.Sync().encode())
+            replies = _replies(fd, 1)
+            assert not [body for tag, body in replies if tag == b"D"], "the stale statement ran"
+            errors = [be.ErrorResponse.decode(body) for tag, body in replies if tag == b"E"]
+            assert errors and errors[0].get(be.SQLSTATE) == "26000"
     finally:
         p.path.write_text(original)
         assert p.reload()

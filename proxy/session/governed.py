@@ -151,6 +151,8 @@ class GovernedRelay:
         if tag == b"B":
             statement = fe.bind_statement(body)
             prepared_under = self.prepared.protocol.get(statement)
+            if prepared_under is None:  # SQL-level PREPARE shares the namespace: a Bind may name it too
+                prepared_under = self.prepared.sql.get(statement)
             if prepared_under is not None and prepared_under != self.governor.context_key():
                 source = self.prepared.sources.get(statement)
                 if source is not None and transaction_status != "E" and self.swallow.opens_group:
@@ -213,13 +215,14 @@ class GovernedRelay:
         """
         if self.dp_statements:
             return False
-        protocol = self.prepared.protocol
+        protocol, sql_level = self.prepared.protocol, self.prepared.sql
         key = None
         # Every statement prepared under the current context (or none prepared): no name can be stale.
-        check = bool(protocol)
+        # SQL-level PREPAREs share the namespace (a Bind may name one) and are checked one by one.
+        check = bool(protocol) or bool(sql_level)
         if check:
             key = self.governor.context_key()
-            check = protocol.shared_key() != key
+            check = bool(sql_level) or protocol.shared_key() != key
         find = data.find
         for i in range(0, len(spans), 2):
             pos, end = spans[i], spans[i + 1]
@@ -230,7 +233,10 @@ class GovernedRelay:
                 return False  # malformed: the full decoder reports it
             if not check:
                 continue
-            prepared_under = protocol.get(data[portal_end + 1:name_end].decode("utf-8", "replace"))
+            name = data[portal_end + 1:name_end].decode("utf-8", "replace")
+            prepared_under = protocol.get(name)
+            if prepared_under is None:
+                prepared_under = sql_level.get(name)
             if prepared_under is not None:
                 if key is None:
                     key = self.governor.context_key()
