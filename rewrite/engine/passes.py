@@ -10,7 +10,8 @@
    search_path change can then never capture it);
 4. substitute: replace each governed read by its policy view, aliased with the
    reference's alias (and its column list) so whole-row references see it;
-   COPY t TO becomes COPY (SELECT ... FROM view) TO;
+   COPY t TO becomes COPY (SELECT ... FROM view) TO; a view lists only the
+   columns the statement can read by name where that is certain (pruning.py);
 5. seal: add OFFSET 0 to row-dependent views unless the fence was lifted.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from . import build as b
 from .columns import check_columns
 from .fence import fence_can_lift
 from .governed import Governance, Refusal, dp_refusal, is_plain
+from .pruning import referenced_names
 from .viewcache import ViewText, view_text
 
 
@@ -81,6 +83,17 @@ def govern(analysis: Analysis, gov: Governance) -> tuple[list[_Work], Refusal | 
 Splices = dict[int, tuple[ast.Node, str]]
 
 
+def _listed(w: _Work, names: frozenset[str] | None) -> frozenset[str] | None:
+    """The columns ``w``'s view lists: those ``names`` can read, or None (all) where order or rows matter."""
+    rv = w.ref.rangevar
+    if (names is None or w.ref.role != "read" or w.ref.sample is not None or w.decision.k_anonymity
+            or (rv.alias is not None and rv.alias.colnames)):
+        return None
+    columns = w.ref.relation.columns
+    listed = frozenset(c.name for c in columns if c.name in names)
+    return listed or frozenset({columns[0].name})  # a view needs a column; the statement reads none
+
+
 def rewrite(stmt: ast.RawStmt, analysis: Analysis, catalog: Catalog, gov: Governance,
             subject: Subject) -> tuple[RewritePlan | None, Refusal | None, Splices]:
     """Rewrite ``stmt`` in place: (plan, None, splices), or (None, refusal, {}).
@@ -97,8 +110,10 @@ def rewrite(stmt: ast.RawStmt, analysis: Analysis, catalog: Catalog, gov: Govern
         refusal = check_columns(stmt, catalog, analysis.refs, {id(w.ref.rangevar): w.decision for w in work})
         if refusal is not None:
             return None, refusal, {}
+    names = referenced_names(stmt, analysis.refs) if work else None
     for w in work:
-        w.view = view_text(catalog, w.ref.relation, w.decision, subject, w.ref.rangevar.inh, w.ref.sample)
+        w.view = view_text(catalog, w.ref.relation, w.decision, subject, w.ref.rangevar.inh, w.ref.sample,
+                           _listed(w, names))
 
     # fence: proved on the untouched tree; every reference must be known to the proof
     known: dict[int, tuple] = {}

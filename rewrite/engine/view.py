@@ -13,7 +13,9 @@ Shape (k-anonymity adds the inner level; OFFSET 0 is the fence, see fence.py):
 
 Same column names, order and count as the table, so ``SELECT *``, alias column
 lists and whole-row references (``t``, ``to_jsonb(t)``, ``(t).c``) all see
-the masked row. Inside, columns are qualified by the table's own name.
+the masked row; or, for a statement that provably reads only some columns by
+name (pruning.py), only those, in the table's order. Inside, columns are
+qualified by the table's own name.
 """
 from __future__ import annotations
 
@@ -44,7 +46,8 @@ def _kanon_count(cols: tuple[str, ...], q: str) -> ast.FuncCall:
 
 
 def build_view(rel: Relation, d: TableDecision, subject: Subject, inh: bool = True,
-               sample: ast.RangeTableSample | None = None) -> PolicyView:
+               sample: ast.RangeTableSample | None = None, only: frozenset[str] | None = None) -> PolicyView:
+    """The view; ``only``: the columns it lists (None: all; masks of the others still count in ``masked``)."""
     q = rel.name
     base: ast.Node = b.rangevar(rel.schema, rel.name, inh=inh)
     if sample is not None:
@@ -84,7 +87,8 @@ def build_view(rel: Relation, d: TableDecision, subject: Subject, inh: bool = Tr
             expr = mask_expr(raw, c, m, rel.oid, q, columns, subject) if m is not None else None
         if expr is not None:
             masked.add(c.name)
-        targets.append(b.target(expr if expr is not None else raw, c.name))
+        if only is None or c.name in only:
+            targets.append(b.target(expr if expr is not None else raw, c.name))
     query = b.select(targets, [from_], where)
     row_dependent = bool(d.row_filters or d.minimization is not None or d.k_anonymity)
     return PolicyView(query, row_dependent, bool(d.k_anonymity), frozenset(masked), tuple(sorted(policies)))

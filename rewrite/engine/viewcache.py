@@ -63,8 +63,9 @@ class ViewText:
 _cache: dict[tuple, ViewText] = {}
 
 
-def _make(rel: Relation, d: TableDecision, subject: Subject, inh: bool, sample: ast.RangeTableSample | None) -> ViewText:
-    view = build_view(rel, d, subject, inh, sample)
+def _make(rel: Relation, d: TableDecision, subject: Subject, inh: bool, sample: ast.RangeTableSample | None,
+          only: frozenset[str] | None = None) -> ViewText:
+    view = build_view(rel, d, subject, inh, sample, only)
     open_text = print_node(view.query)
     reparse_check(open_text)
     return ViewText(open_text, view.row_dependent, view.windowed, view.masked, view.policies, rel, d,
@@ -72,15 +73,18 @@ def _make(rel: Relation, d: TableDecision, subject: Subject, inh: bool, sample: 
 
 
 def view_text(catalog: Catalog, rel: Relation, d: TableDecision, subject: Subject, inh: bool,
-              sample: ast.RangeTableSample | None = None) -> ViewText:
-    """The printed policy view of ``rel`` for ``subject`` under decision ``d`` (cached unless sampled)."""
+              sample: ast.RangeTableSample | None = None, only: frozenset[str] | None = None) -> ViewText:
+    """The printed policy view of ``rel`` for ``subject`` under decision ``d`` (cached unless sampled).
+
+    ``only``: the columns to list (pruning.py), None for all.
+    """
     if sample is not None:
         return _make(rel, d, subject, inh, sample)
-    key = (catalog.version, rel.key, subject.fingerprint, inh)
+    key = (catalog.version, rel.key, subject.fingerprint, inh, only)
     hit = _cache.get(key)
     if hit is not None and hit.relation == rel and hit.decision == d:
         return hit
-    made = _make(rel, d, subject, inh, None)
+    made = _make(rel, d, subject, inh, None, only)
     if len(_cache) >= _MAX_ENTRIES:
         _cache.clear()
     _cache[key] = made
