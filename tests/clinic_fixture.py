@@ -4,9 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import asyncpg
+import psycopg
 import yaml
 
-from .pgfixture import PgServer
+from .pgfixture import TEST_DB, PgServer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "docs" / "pgveil.example.yaml"
 
@@ -73,3 +74,9 @@ def clinic_env(pg: PgServer) -> dict[str, str]:
     for name, pw in CLINIC_PASSWORDS.items():
         env[f"PGVEIL_TEST_PW_{name.upper()}"] = pw
     return env
+
+
+def connect_clinic(p, user: str = "alice", **kw):
+    """psycopg to the proxy ``p`` as a clinic user (autocommit)."""
+    return psycopg.connect(host="127.0.0.1", port=p.port, dbname=TEST_DB, user=user, password=CLINIC_PASSWORDS[user],
+                           autocommit=True, **kw)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 
 import asyncpg
@@ -80,3 +81,32 @@ def proxy_dsn(proxy):
 def direct_dsn(pg):
     """The same database reached directly, as the same service role the proxy uses."""
     return pg.dsn(superuser=False)
+
+
+@pytest.fixture(scope="module")
+def governed_proxy(pg, tmp_path_factory):
+    """An in-process governed proxy over the clinic tables (the example config's policies); ``reload()`` re-reads its file."""
+    from proxy.config import load_config
+    from proxy.runner import build_settings, refresh_catalog, reload_config
+
+    from .clinic_fixture import EXAMPLE, clinic_config, clinic_env, create_clinic
+    from .pgfixture import ProxyThread
+
+    if not EXAMPLE.exists():
+        pytest.skip("../shared/docs/pgveil.example.yaml is absent")
+    asyncio.run(create_clinic(pg))
+    d = tmp_path_factory.mktemp("lane")
+    path = clinic_config(d / "pgveil.yaml", pg, d / "master.key", drop_policies=("dp-visits",))
+    saved = dict(os.environ)
+    os.environ.update(clinic_env(pg))
+    try:
+        settings_ = build_settings(load_config(path))
+        p = ProxyThread(settings_)
+        asyncio.run_coroutine_threadsafe(refresh_catalog(settings_), p.loop).result(30)
+        p.reload = lambda: p.call(reload_config, path, settings_)
+        p.path = path
+        yield p
+        p.stop()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

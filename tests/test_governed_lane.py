@@ -26,6 +26,7 @@ from proxy.session.lane import absorb, lane_tables
 from proxy.wire import backend as be
 from proxy.wire import frontend as fe
 
+from .clinic_fixture import connect_clinic
 from .polling import wait_until
 from .speedups import c_module, skip_unless_built
 from .test_governed_fastpath import DESCRIBE, EXECUTE, READY, SYNC, _state, answer, bind, feed, parse, session
@@ -334,49 +335,13 @@ def test_a_session_waiting_on_python_does_not_leave(holder):
 # -- through a live governed proxy -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def governed_proxy(pg, tmp_path_factory):
-    from proxy.config import load_config
-    from proxy.runner import build_settings, refresh_catalog, reload_config
-
-    from .clinic_fixture import EXAMPLE, clinic_config, clinic_env, create_clinic
-    from .pgfixture import ProxyThread
-
-    if not EXAMPLE.exists():
-        pytest.skip("../shared/docs/pgveil.example.yaml is absent")
-    asyncio.run(create_clinic(pg))
-    d = tmp_path_factory.mktemp("lane")
-    path = clinic_config(d / "pgveil.yaml", pg, d / "master.key", drop_policies=("dp-visits",))
-    saved = dict(os.environ)
-    os.environ.update(clinic_env(pg))
-    try:
-        settings_ = build_settings(load_config(path))
-        p = ProxyThread(settings_)
-        asyncio.run_coroutine_threadsafe(refresh_catalog(settings_), p.loop).result(30)
-        p.reload = lambda: p.call(reload_config, path, settings_)
-        p.path = path
-        yield p
-        p.stop()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def _connect(p, user="alice", **kw):
-    from .clinic_fixture import CLINIC_PASSWORDS
-    from .pgfixture import TEST_DB
-
-    return psycopg.connect(host="127.0.0.1", port=p.port, dbname=TEST_DB, user=user, password=CLINIC_PASSWORDS[user],
-                           autocommit=True, **kw)
-
-
 def _in_lane(p) -> int:
     return p.call(lambda: sum(1 for c in p.proxy.connections if c.pair is not None and c.session.governed is not None))
 
 
 def test_governed_sessions_live_in_the_lane_between_statements(governed_proxy):
     p = governed_proxy
-    with _connect(p, prepare_threshold=None) as simple, _connect(p, prepare_threshold=0) as prepared:
+    with connect_clinic(p, prepare_threshold=None) as simple, connect_clinic(p, prepare_threshold=0) as prepared:
         for i in range(1, 40):
             rows = simple.execute(f"SELECT claim_id, state FROM claims WHERE claim_id = {i % 6}").fetchall()
             assert rows == ([(i % 6, "Missouri")] if i % 6 in (1, 4) else [])  # the row filter, lane or not
@@ -402,7 +367,7 @@ def test_a_reload_reaches_a_session_in_the_lane_at_its_next_statement(governed_p
     p = governed_proxy
     original = p.path.read_text()
     try:
-        with _connect(p, prepare_threshold=None) as simple, _connect(p, prepare_threshold=0) as prepared:
+        with connect_clinic(p, prepare_threshold=None) as simple, connect_clinic(p, prepare_threshold=0) as prepared:
             for _ in range(3):
                 assert simple.execute("SELECT count(*) FROM claims WHERE claim_id > 0").fetchone() == (2,)
                 assert prepared.execute("SELECT count(*) FROM claims WHERE claim_id > %s", (0,)).fetchone() == (2,)
@@ -446,7 +411,7 @@ def test_a_pipelined_chunk_that_returns_after_a_long_lane_loses_nothing(governed
     """FINDING (review, fixed): the held answer of the passed statement let the session be handed off again
     before the returned message was relayed; the message and everything after it were lost."""
     p = governed_proxy
-    with _connect(p, prepare_threshold=None) as conn:
+    with connect_clinic(p, prepare_threshold=None) as conn:
         for i in range(80):  # long lane stints: no wait before the next hand-off
             conn.execute(f"SELECT claim_id FROM claims WHERE claim_id = {i % 6}")
         assert wait_until(lambda: _in_lane(p) == 1)
@@ -468,7 +433,7 @@ def test_a_sql_prepared_statement_bound_after_a_reload_is_refused(governed_proxy
     p = governed_proxy
     original = p.path.read_text()
     try:
-        with _connect(p, prepare_threshold=None) as conn:
+        with connect_clinic(p, prepare_threshold=None) as conn:
             conn.execute("PREPARE counted AS SELECT count(*) FROM claims WHERE claim_id > 0")
             assert conn.execute("EXECUTE counted").fetchone() == (2,)
             config = yaml.safe_load(original)
@@ -490,7 +455,7 @@ def test_a_sql_prepared_statement_bound_after_a_reload_is_refused(governed_proxy
 
 def test_shutdown_reaches_sessions_in_the_lane(pg, governed_proxy):
     p = governed_proxy
-    conn = _connect(p, prepare_threshold=None)
+    conn = connect_clinic(p, prepare_threshold=None)
     for i in range(3):
         conn.execute(f"SELECT claim_id FROM claims WHERE claim_id = {i}")
     assert wait_until(lambda: _in_lane(p) == 1)
@@ -503,7 +468,7 @@ def test_shutdown_reaches_sessions_in_the_lane(pg, governed_proxy):
 
 def test_a_client_that_leaves_from_the_lane_is_closed_on_both_sides(governed_proxy):
     p = governed_proxy
-    conn = _connect(p, prepare_threshold=None)
+    conn = connect_clinic(p, prepare_threshold=None)
     conn.execute("SELECT claim_id FROM claims WHERE claim_id = 1")
     assert wait_until(lambda: _in_lane(p) == 1)
     conn.close()

@@ -21,7 +21,7 @@ from rewrite.facade import clear_cache
 
 from .rewrite.conftest import load_config, subject
 from .rewrite.fixture_catalog import CATALOG
-from .test_governed_lane import _connect, governed_proxy  # noqa: F401 (the fixture)
+from .clinic_fixture import connect_clinic
 
 
 def names(sql: str):
@@ -110,7 +110,7 @@ def _answers(p, monkeypatch, pruned: bool) -> list:
         monkeypatch.setattr(passes, "referenced_names", lambda stmt, refs: None)
     p.call(clear_cache)
     out = []
-    with _connect(p, prepare_threshold=None) as conn:
+    with connect_clinic(p, prepare_threshold=None) as conn:
         for sql in CORPUS:
             try:
                 out.append(("rows", conn.execute(sql).fetchall()))
