@@ -43,6 +43,9 @@ ALL_COLUMNS = [
     "SELECT claim_id FROM rw.claims JOIN rw.patients USING (patient_id)",
     "SELECT claim_id FROM rw.claims WHERE EXISTS (SELECT * FROM rw.patients)",
     "WITH w AS (SELECT * FROM rw.claims) SELECT claim_id FROM w",
+    # FINDING (review, fixed): a join alias reads the views' columns by position or as a whole row
+    "SELECT j.a, j.b FROM (rw.claims CROSS JOIN rw.patients) AS j(a, b)",
+    "SELECT to_jsonb(j) FROM (rw.claims c JOIN rw.patients p ON c.patient_id = p.patient_id) j",
 ]
 
 
@@ -102,6 +105,9 @@ CORPUS = [
     "SELECT cost, client_ip FROM visits ORDER BY visit_id LIMIT 20",
     "SELECT country, account_no FROM claims UNION ALL SELECT client_ip, client_ip FROM visits ORDER BY 1, 2 LIMIT 30",
     "SELECT claim_id AS amount FROM claims ORDER BY amount",
+    "SELECT j.a, j.b FROM (claims CROSS JOIN visits) AS j(a, b) ORDER BY 1, 2 LIMIT 3",
+    "SELECT to_jsonb(j)::text FROM (claims c JOIN visits v ON c.patient_id = v.patient_id) j ORDER BY 1 LIMIT 2",
+    "SELECT count(*) FROM (claims c JOIN visits v ON c.patient_id = v.patient_id) j WHERE j IS NOT NULL",
 ]
 
 

@@ -13,7 +13,9 @@ before substitution:
 - any ``*`` (``SELECT *``, ``t.*``, ``count(t.*)``, ``ROW(t.*)``, ``RETURNING *``);
 - a possible whole-row reference: a column reference whose last name is the alias or the name of a
   governed table (``t``, ``to_jsonb(t)``, ``(t).c``, ``c(t)``, ``public.t``);
-- a ``NATURAL`` join or ``JOIN ... USING`` (columns matched by name, not by reference).
+- a ``NATURAL`` join or ``JOIN ... USING`` (columns matched by name, not by reference);
+- an aliased join (``(a JOIN b ON ...) AS j``): ``j(x, y)`` renames its views' columns by position,
+  and ``j`` alone is the whole row of all of them.
 
 Otherwise the names are every identifier of every column reference anywhere in the statement (each
 part of ``a.b.c``, in every sub-select and CTE): a superset of the columns read through any view.
@@ -62,8 +64,8 @@ def referenced_names(stmt: Any, refs: list[RelationRef]) -> frozenset[str] | Non
                         return None
                     names.add(field.sval)
             continue
-        if isinstance(node, ast.JoinExpr) and (node.isNatural or node.usingClause):
-            return None
+        if isinstance(node, ast.JoinExpr) and (node.isNatural or node.usingClause or node.alias is not None):
+            return None  # a join alias reads its views' columns by position (j(a, b)) or as a whole row (j)
         for slot in child_slots(type(node)):
             child = getattr(node, slot, None)
             if isinstance(child, (ast.Node, tuple, list)):
