@@ -44,6 +44,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fastkey_core.h"  /* rewrite/: the shape key, shared with rewrite/_fastkey.c */
@@ -86,6 +87,7 @@ typedef struct {
 
 typedef struct {
     long long generation;
+    double valid_until;       /* seconds since the epoch: a policy's validity window opens or closes then */
     lane_template *templates;
     size_t ntemplates;
     lane_entry *parses, *binds;
@@ -341,6 +343,14 @@ typedef struct { PgQuerySplitStmt **stmts; int n_stmts; char *stderr_buffer; voi
 static PgQuerySplitResult (*split_with_parser)(const char *);
 static void (*free_split_result)(PgQuerySplitResult);
 
+static double
+wall_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);  /* time.time()'s clock, which the policies' validity epochs use */
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static uint64_t
 fnv1a(const unsigned char *d, size_t n)
 {
@@ -494,7 +504,7 @@ lane_message(Core *c, pair *p, stream *s, size_t pos, size_t total)
     unsigned char tag = s->buf[pos];
     if (tag == 'D' || tag == 'E' || tag == 'S' || tag == 'H')
         return 0;
-    if (__atomic_load_n(&lane_generation, __ATOMIC_ACQUIRE) != l->generation)
+    if (__atomic_load_n(&lane_generation, __ATOMIC_ACQUIRE) != l->generation || !(wall_clock() < l->valid_until))
         return -1;
     if (tag == 'Q')
         return lane_query(c, l, s, pos, total);
@@ -1017,19 +1027,22 @@ copy_bytes(PyObject *o, unsigned char **data, size_t *len)
     return 0;
 }
 
-/* lane = (generation, [(key, (segment, ...), (order, ...)), ...], [(parse body, message), ...], [name, ...]) */
+/* lane = (generation, valid_until, [(key, (segment, ...), (order, ...)), ...], [(parse body, message), ...],
+ *         [name, ...]) */
 static lane *
 lane_from_python(PyObject *spec)
 {
     long long generation;
+    double valid_until;
     PyObject *templates, *parses, *binds;
-    if (!PyArg_ParseTuple(spec, "LO!O!O!:lane", &generation, &PyList_Type, &templates, &PyList_Type, &parses,
-                          &PyList_Type, &binds))
+    if (!PyArg_ParseTuple(spec, "LdO!O!O!:lane", &generation, &valid_until, &PyList_Type, &templates, &PyList_Type,
+                          &parses, &PyList_Type, &binds))
         return NULL;
     lane *l = calloc(1, sizeof(lane));
     if (l == NULL)
         return (lane *)PyErr_NoMemory();
     l->generation = generation;
+    l->valid_until = valid_until;
     Py_ssize_t nt = PyList_GET_SIZE(templates), np = PyList_GET_SIZE(parses), nb = PyList_GET_SIZE(binds);
     l->templates = calloc(nt ? (size_t)nt : 1, sizeof(lane_template));
     l->parses = calloc(np ? (size_t)np : 1, sizeof(lane_entry));
@@ -1101,7 +1114,8 @@ PyDoc_STRVAR(Core_add_doc,
 "add(id, client_fd, backend_fd, in_flight, status, max_message_size, lane=None) -> Pair\n\n"
 "Relay the two connected, non-blocking sockets from now on; the core owns (and closes) both\n"
 "descriptors, also when this raises after taking them. ``lane``: a governed session's tables\n"
-"(generation, templates, parses, binds); the pair returns (EV_RETURNED) at any other message.");
+"(generation, valid_until, templates, parses, binds); the pair returns (EV_RETURNED) at any other\n"
+"message, and at any judged one after another generation or after valid_until (time.time()).");
 
 static PyObject *
 Core_add(Core *c, PyObject *args)

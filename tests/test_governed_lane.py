@@ -224,6 +224,37 @@ def test_a_policy_swap_voids_every_lane(holder):
         rig.close()
 
 
+def test_a_validity_window_edge_ends_what_the_lane_passes(monkeypatch):
+    """A mask in force for one more second: the lane passes its rewrite until then, not after."""
+    import datetime as dt
+
+    from proxy.config import parse_config
+    from proxy.policy_state import PolicyState
+
+    from .test_governed_fastpath import MASK, POLICIES, _catalog
+
+    end = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+    monkeypatch.setenv("PGVEIL_FASTPATH_PW", "pw")
+    monkeypatch.setenv("PGVEIL_FASTPATH_KEY", "k" * 32)
+    timed = MASK.rstrip("\n") + f"\n    validity: [{{end: '{end.isoformat()}'}}]\n"
+    holder = PolicyHolder(PolicyState.build(parse_config(POLICIES + timed), {}, _catalog()))
+    s = learned(holder, query(SHAPE % "1"))
+    tables = lane_tables(s.governed)
+    assert abs(tables[0] - end.timestamp()) < 1e-3  # valid until the mask's window closes
+    rig = LaneRig(s)
+    try:
+        rig.client.sendall(query(SHAPE % "2"))
+        head = rig.backend_got(5)
+        assert b"'-' AS secret" in rig.backend_got(struct.unpack("!I", head[1:])[0] - 4)  # still masked
+        time.sleep(max(0.0, end.timestamp() - time.time()) + 0.05)
+        rig.client.sendall(query(SHAPE % "3"))
+        client_bytes, _, _ = rig.take_back()  # judged again on the loop, where the mask is over
+        assert client_bytes == query(SHAPE % "3") and rig.backend_idle()
+    finally:
+        rig.close()
+    assert b"'-' AS secret" not in feed(s, query(SHAPE % "3"))
+
+
 def test_judged_parses_and_current_binds_pass_as_python_sends_them(holder):
     extended = parse("", PREPARED) + bind("") + DESCRIBE + EXECUTE + SYNC
     named = parse("S_1", PREPARED) + SYNC

@@ -104,12 +104,10 @@ class GovernedRelay:
         """Nothing here waits on the backend's answers or on time: a lane may relay the session for a while.
 
         No refusal or dropped reply pending, no DP statement (its Binds may need new answers), no
-        audit (every statement is recorded here), and no policy with a validity window (a verdict
-        could change with the clock alone).
+        audit (every statement is recorded here), and a catalog to judge against.
         """
-        state = self.governor.holder.current
         return (self.audit is None and not self._refusals and not self.swallow.pending and not self.dp_statements
-                and self._dp_answer is None and state.catalog is not None and not state.policies._edges)
+                and self._dp_answer is None and self.governor.holder.current.catalog is not None)
 
     # -- client to backend ---------------------------------------------------------------
 

@@ -14,10 +14,15 @@ Python path has already judged under the current policy and would judge the same
 
 Describe, Execute, Sync and Flush pass too. Any other message (a new shape, Close, a SET, COPY,
 a FunctionCall...) returns the session to the event loop at that message, as does any policy
-swap (the lane's generation is then old). ``absorb`` folds what the lane did into the session.
+swap (the lane's generation is then old) and the next edge of a policy's validity window.
+``absorb`` folds what the lane did into the session.
 No I/O; the server decides when (``proxy/server.py``).
 """
 from __future__ import annotations
+
+import bisect
+import math
+import time
 
 from rewrite import shapes
 
@@ -30,12 +35,20 @@ MAX_PARSES = 64
 MAX_BINDS = 256
 
 
-def lane_tables(governed) -> tuple[list, list, list] | None:
-    """(templates, parses, binds) for ``Core.add``'s lane, or None when the session must stay on the loop."""
+def lane_tables(governed) -> tuple[float, list, list, list] | None:
+    """(valid_until, templates, parses, binds) for ``Core.add``'s lane, or None when the session must stay on the loop.
+
+    ``valid_until``: the first edge of a policy's validity window after now (time.time()), where
+    verdicts may change with the clock alone; taken before the tables, so none outlives its epoch.
+    """
     if not governed.can_leave():
         return None
     governor = governed.governor
     state = governor.holder.current
+    edges = state.policies._edges
+    now = time.time()
+    at = bisect.bisect_right(edges, now)
+    valid_until = edges[at] if at < len(edges) else math.inf
     ctx = governor._context(state)
     templates, seen = [], set()
     for sql in reversed(governed.recent_queries):  # newest first
@@ -64,7 +77,7 @@ def lane_tables(governed) -> tuple[list, list, list] | None:
         parses.append((body, fe.Parse(msg.name, verdict.sql, msg.param_types).encode()))
         if len(parses) >= MAX_PARSES:
             break
-    return templates, parses, binds
+    return valid_until, templates, parses, binds
 
 
 def absorb(session, in_flight: int, status: str, syncs: int, readies: int, parse_open: int) -> None:
