@@ -1,7 +1,8 @@
 /* The relay core: pass-through and governed sessions relayed by one C thread, off the event loop.
  *
  * A session that nothing inspects (an unrestricted user, no audit, no TLS) is,
- * once READY, a byte relay that only counts statements in flight: the same work
+ * once READY, a byte relay that only counts statements in flight (a governed one is
+ * relayed between statements with a lane, below): the same work
  * as the header walks of proxy/wire/walk.py, but every chunk through the event
  * loop costs a Python callback and a transport write each way. The server hands
  * such a session's two sockets (dup'ed, its transports closed) to this module:
@@ -26,9 +27,9 @@
  * Python keeps everything else: cancel requests, graceful shutdown (Pair.in_flight,
  * Pair.close(final bytes)), the connection count, the error texts.
  *
- * Per direction a fixed buffer: bytes read are walked, the whole headers checked,
+ * Per direction a 64 KiB buffer: bytes read are walked, the whole headers checked,
  * and written on; while any are unsent, the source is not read (backpressure,
- * bounded memory). A partial header (< 5 bytes) waits for the rest so that no
+ * bounded memory; a lane's rewritten message may grow it for a while, see flush). A partial header (< 5 bytes) waits for the rest so that no
  * byte of an invalid message is forwarded. The thread owns the epoll set and the
  * live pairs; Python reaches it only through the command queue (mutex + eventfd).
  * A pair is freed when both the thread and the Python Pair object let go of it.
@@ -196,9 +197,6 @@ pair_unref(pair *p)
 
 /* -- thread side ------------------------------------------------------------------ */
 
-static int grow(void **array, size_t *cap, size_t need, size_t item);
-static void post(Core *c, long long id, int kind, long long a, long long b);
-static void defer_unref(Core *c, pair *p);
 
 static int
 grow(void **array, size_t *cap, size_t need, size_t item)
@@ -337,7 +335,8 @@ skip_body(stream *s, size_t pos, size_t end)
 static long long lane_generation;
 
 /* libpg_query's splitter, from pglast's own extension (use_parser): PostgreSQL's parser, thread-safe
- * (per-thread memory contexts), already run without the GIL by pglast.parser.split. */
+ * (per-thread memory contexts), already run without the GIL by pglast.parser.split. The structs as
+ * pglast 8's parser.pyx declares them (libpg_query 17); relay_thread.py calls use_parser for pglast 8+. */
 typedef struct { int stmt_location; int stmt_len; } PgQuerySplitStmt;
 typedef struct { PgQuerySplitStmt **stmts; int n_stmts; char *stderr_buffer; void *error; } PgQuerySplitResult;
 static PgQuerySplitResult (*split_with_parser)(const char *);
@@ -655,7 +654,7 @@ walk_backend(Core *c, pair *p, stream *s)
             return 1;
         }
         s->status_next = tag == 'Z' && length > 4;
-        p->lane_readies += s->status_next;
+        p->lane_readies += s->status_next;  /* read only for a governed pair (take_back) */
         s->msg_start = pos;
         pos += 5;
         s->body_left = length - 4;
@@ -694,6 +693,13 @@ flush(Core *c, pair *p, int which)
         s->head = s->fwd = 0;
         s->tail = rest;
         s->msg_start = SIZE_MAX;  /* the current message, if any, began in what was just written */
+        if (s->cap > BUF_SIZE && rest <= BUF_SIZE) {  /* grown for a long rewritten Query: back to size */
+            unsigned char *b = realloc(s->buf, BUF_SIZE);
+            if (b != NULL) {
+                s->buf = b;
+                s->cap = BUF_SIZE;
+            }
+        }
         if ((p->mode == DRAIN_TO_CLIENT && which == TO_CLIENT) || (p->mode == DRAIN_TO_BACKEND && which == TO_BACKEND))
             finish(c, p);
     }
@@ -768,10 +774,9 @@ resume_hung_up(Core *c, pair *p)
     for (int which = 0; which < 2; which++) {
         stream *s = &p->streams[which];
         endpoint *src = &p->ends[SOURCE(which)];
-        int (*reads)(const pair *, int) = reads_stream;
-        while (reads(p, which) && src->fd >= 0 && src->hup && s->head == s->fwd) {
+        while (reads_stream(p, which) && src->fd >= 0 && src->hup && s->head == s->fwd) {
             if (!pump(c, p, which)) {
-                if (reads(p, which) && src->fd >= 0)  /* no EOF after a hang-up: never wait for more */
+                if (reads_stream(p, which) && src->fd >= 0)  /* no EOF after a hang-up: never wait for more */
                     gone(c, p, SOURCE(which));
                 break;
             }

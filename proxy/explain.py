@@ -167,7 +167,7 @@ def explain(config: Config, catalog: Catalog, user: str, sql: str, *, purpose: s
     except ContextError as exc:
         raise ExplainError(f"{exc} ({exc.sqlstate})") from None
     subject = gov.subject(state)
-    ctx = gov._context(state)  # the very context the proxy's sessions judge with
+    ctx = gov.context(state)  # the very context the proxy's sessions judge with
     try:
         stmts = parse_statements(sql)
     except ParseFailure as exc:

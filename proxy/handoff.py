@@ -16,6 +16,7 @@ import os
 import socket
 
 from .session import events as ev
+from .relay_thread import take_back
 from .session.lane import absorb, lane_tables
 
 log = logging.getLogger("pgveil.server")
@@ -49,7 +50,7 @@ class HandOff:
         lane = None
         if self.session.governed is not None:
             generation = relay.lane_generation()  # before the tables: a swap from here on voids them
-            tables = lane_tables(self.session.governed)
+            tables = lane_tables(self.session.governed, relay.lane_queries)
             if tables is None:
                 return
             lane = (generation, *tables)
@@ -92,10 +93,11 @@ class HandOff:
     def relay_returned(self) -> None:
         """The relay thread gives this governed session back: a message waits for Python's judgement."""
         pair = self.pair
-        client_fd, backend_fd, client_bytes, backend_bytes, *counts = pair.take_back()
+        back = take_back(pair)
+        client_fd, backend_fd = back.client_fd, back.backend_fd
         self.pair = RETURNING
-        syncs = counts[2]
-        absorb(self.session, *counts)
+        syncs = back.syncs
+        absorb(self.session, back)
         self._lane_wait = 0 if syncs >= LANE_WORTH else min(max(1, 2 * self._lane_wait), LANE_MAX_WAIT)
         self._lane_after = self.session.governed.syncs_sent + self._lane_wait
         if self.closed:
@@ -106,8 +108,8 @@ class HandOff:
         if self._final is not None:  # ended while the thread was giving it back
             self._end_returned(client_fd, backend_fd, self._final)
             return
-        self._held_client[:] = client_bytes
-        self._held_backend[:] = backend_bytes
+        self._held_client[:] = back.client_bytes
+        self._held_backend[:] = back.backend_bytes
         self._spawn(self._take_back(client_fd, backend_fd))
 
     def _end_returned(self, client_fd: int, backend_fd: int, final: bytes) -> None:

@@ -51,6 +51,26 @@ class PairReturned:
 _RETURNED = PairReturned()
 
 
+@dataclass(frozen=True, slots=True)
+class Returned:
+    """What ``take_back`` hands over: the fds (the caller's now), unsent bytes, and what the lane did."""
+
+    client_fd: int
+    backend_fd: int
+    client_bytes: bytes  # read from the client and not sent, from the message left to Python on
+    backend_bytes: bytes  # a partial backend header
+    in_flight: int
+    status: str
+    syncs: int  # Query/Sync messages the lane sent
+    readies: int  # ReadyForQuery messages it relayed
+    parse_open: int  # whether a Parse went out after the last sync message; -1: it passed nothing
+
+
+def take_back(pair) -> Returned:
+    """The sockets of a pair after its PairReturned event."""
+    return Returned(*pair.take_back())
+
+
 class RelayThread:
     def __init__(self, core) -> None:
         self._core = core
@@ -65,13 +85,15 @@ class RelayThread:
         import pglast.parser
 
         major = re.match(r"v?(\d+)", version("pglast"))
-        self.lane_queries: bool = bool(major) and int(major.group(1)) >= 8 and _relay.use_parser(pglast.parser.__file__)
+        self.lane_queries = False
+        if major and int(major.group(1)) >= 8:
+            self.lane_queries = _relay.use_parser(pglast.parser.__file__)
 
     def adopt(self, owner, client_fd: int, backend_fd: int, in_flight: int, status: str, max_message_size: int,
               lane: tuple | None = None):
         """Relay the two sockets from now on (the thread closes both fds, also if this raises); a Pair.
 
-        ``lane``: a governed session's (generation, templates, parses, binds), see ``session/lane.py``.
+        ``lane``: a governed session's (generation, valid_until, templates, parses, binds), see ``session/lane.py``.
         """
         pair_id = next(self._ids)
         pair = self._core.add(pair_id, client_fd, backend_fd, in_flight, status, max_message_size, lane)

@@ -219,8 +219,9 @@ class ClientConnection(HandOff, asyncio.Protocol):
                 self.transport.write(data)
             else:
                 self._apply(session.handle(ev.BackendDataReceived(data)))
-            if self.backend._after_write is not None:
-                self._rehand()
+            after = self.backend._after_write  # a session back from the relay thread: hand it off again once idle
+            if after is not None:
+                after()
         except ProtocolViolation as exc:
             log.error("backend sent an invalid message stream: %s", exc)
             self.transport.write(be.error("08P01", "pgveil lost track of the backend's messages", severity="FATAL"))

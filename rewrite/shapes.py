@@ -303,6 +303,14 @@ def rewrite_statements(sql: str, ctx: Any, full: Callable[[str, Any], list]) -> 
     return Filled((verdict,)) if verdict is not None else full(sql, ctx)
 
 
+def fast_shape(sql: str) -> str | None:
+    """The C fast key's shape text of ``sql`` (what ``template_of`` looks up), or None where it has none."""
+    if _fast_tokens_c is None:
+        return None
+    found = _fast_tokens_c(sql)
+    return None if found is None or found is NotImplemented else found[0]
+
+
 def template_of(sql: str, ctx: Any) -> tuple[str, Template] | None:
     """(fast key, template) when ``sql`` is filled from a learned template through the C fast key.
 

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from proxy.policy_state import PolicyHolder
-from proxy.relay_thread import PairClosed, PairReturned, RelayThread
+from proxy.relay_thread import PairClosed, PairReturned, RelayThread, take_back
 from proxy.session.lane import absorb, lane_tables
 from proxy.wire import backend as be
 from proxy.wire import frontend as fe
@@ -99,9 +99,10 @@ class LaneRig:
 
     def take_back(self):
         self.wait_for(PairReturned)
-        client_fd, backend_fd, client_bytes, backend_bytes, *counts = self.pair.take_back()
-        self._fds = (client_fd, backend_fd)
-        return client_bytes, backend_bytes, counts
+        self.back = take_back(self.pair)
+        self._fds = (self.back.client_fd, self.back.backend_fd)
+        b = self.back
+        return b.client_bytes, b.backend_bytes, [b.in_flight, b.status, b.syncs, b.readies, b.parse_open]
 
     def close(self) -> None:
         self.relay.stop()
@@ -274,7 +275,7 @@ def test_judged_parses_and_current_binds_pass_as_python_sends_them(holder):
         client_bytes, _, (in_flight, status, syncs, readies, parse_open) = rig.take_back()
         assert client_bytes == fe.Close("S", "S_1").encode()
         assert (in_flight, status, syncs, readies, parse_open) == (0, "I", 2, 2, 0)
-        absorb(s, in_flight, status, syncs, readies, parse_open)
+        absorb(s, rig.back)
         assert s.governed.syncs_sent == s.governed.ready_received == 4
     finally:
         rig.close()

@@ -69,6 +69,10 @@ class Swallow:
         if synced:
             self._pc_in_group = False
 
+    def lane_passed(self, parse_open: bool) -> None:
+        """Messages the relay thread's lane passed (no Close there); ``parse_open``: a Parse went out after the last sync."""
+        self._pc_in_group = parse_open
+
     @property
     def opens_group(self) -> bool:
         """No Parse or Close before the next message in its sync group (False when unsure: no injection)."""

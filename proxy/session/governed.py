@@ -13,6 +13,8 @@ from __future__ import annotations
 import secrets
 import time
 
+from rewrite import shapes
+
 from ..wire import backend as be
 from ..wire import frontend as fe
 from ..wire._fields import frame
@@ -27,7 +29,8 @@ _TOKEN_PREFIX = "pgveil_refusal_"
 # unnamed statement): how many, and up to which body size.
 _PARSE_CACHE_SIZE = 256
 _PARSE_CACHE_BODY = 8192
-_RECENT_QUERIES = 32
+#: Shapes of Query texts kept for the relay thread's lane (session/lane.py): how many.
+RECENT_SHAPES = 32
 
 
 class NeedsDP(Exception):
@@ -60,8 +63,8 @@ class GovernedRelay:
         self.swallow = Swallow()
         self._parses: dict[bytes, list] = {}  # Parse body -> [message, SQL-level ops, last verdict, its encoding]
         self.in_flight = 0  # the session's unanswered Syncs/Queries, set before each client_message
-        # Query texts forwarded lately, newest last: the shapes a lane (proxy/session/lane.py) may pass.
-        self.recent_queries: dict[str, None] = {}
+        # Shape key -> a Query text of that shape forwarded lately, most recent last: what a lane may pass.
+        self.recent_shapes: dict[str, str] = {}
 
     def answer_dp(self, plan, verdict: Forward | Refuse) -> None:
         self._dp_answer = (plan, verdict)
@@ -128,11 +131,7 @@ class GovernedRelay:
             if isinstance(verdict, Forward):
                 if ops:
                     self.prepared.after_sql(sql, self.governor.context_key(), ops)
-                recent = self.recent_queries
-                if sql not in recent:
-                    if len(recent) >= _RECENT_QUERIES:
-                        del recent[next(iter(recent))]
-                    recent[sql] = None
+                self._remember_shape(sql)
                 out = fe.query_message(verdict.sql)
             else:
                 out = self._stand_in_query(verdict)
@@ -201,6 +200,41 @@ class GovernedRelay:
         if entry[2] is not verdict:  # the same verdict object (the governor's cache) encodes the same
             entry[2], entry[3] = verdict, fe.Parse(msg.name, verdict.sql, msg.param_types).encode()
         return entry[3]
+
+    def _remember_shape(self, sql: str) -> None:
+        shape = shapes.fast_shape(sql)
+        if shape is None:
+            return  # no lane could pass it
+        recent = self.recent_shapes
+        if recent.pop(shape, None) is None and len(recent) >= RECENT_SHAPES:
+            del recent[next(iter(recent))]
+        recent[shape] = sql
+
+    def lane_parses(self, limit: int) -> list[tuple[bytes, bytes]]:
+        """(Parse body, the Parse message sent for it) that may be sent again without Python, newest first.
+
+        Only where sending it again changes nothing here: its verdict is kept by the governor (a
+        Forward, no SQL-level PREPARE/EXECUTE), and its statement is already prepared under the
+        current context from the same text.
+        """
+        governor, prepared = self.governor, self.prepared
+        key = governor.context_key()
+        out = []
+        for body, entry in reversed(self._parses.items()):
+            msg, ops = entry[0], entry[1]
+            if ops or prepared.protocol.get(msg.name) != key:
+                continue
+            if msg.name and prepared.sources.get(msg.name) != (msg.query, msg.param_types):
+                continue  # the name was prepared from another text: this Parse would change what a re-prepare uses
+            verdict = governor.known(msg.query, True)
+            if type(verdict) is not Forward:
+                continue
+            if entry[2] is not verdict:
+                entry[2], entry[3] = verdict, fe.Parse(msg.name, verdict.sql, msg.param_types).encode()
+            out.append((body, entry[3]))
+            if len(out) >= limit:
+                break
+        return out
 
     def binds_current(self, data: bytes, spans: list[int]) -> bool:
         """Whether the Bind messages in ``data`` (whole messages, ``spans``: start, end, start, end...) pass as they are.

@@ -106,7 +106,7 @@ class Governor:
         if (of is not None and of[0] is state and of[1] == holder.generation and of[2] == epoch
                 and of[3] == self.purpose and of[4] == self.project):
             return self._ck
-        ctx = self._context(state)
+        ctx = self.context(state)
         key = (ctx.subject.fingerprint, policies.version, epoch, state.catalog.version if state.catalog else None)
         self._ck, self._ck_of = key, (state, holder.generation, epoch, self.purpose, self.project)
         return key
@@ -123,7 +123,8 @@ class Governor:
         return Subject(self.user, frozenset(user.groups), {k: frozenset(v) for k, v in user.attributes.items()},
                        frozenset(purposes), bool(user.unrestricted))
 
-    def _context(self, state: PolicyState) -> RewriteContext:
+    def context(self, state: PolicyState) -> RewriteContext:
+        """The rewrite context of this session's statements under ``state`` (kept while nothing it depends on changes)."""
         key = (self.holder.generation, self.purpose, self.project)
         if key != self._ctx_key:
             self._ctx = RewriteContext(self.subject(state), state.policies, state.catalog, state.keys,
@@ -138,9 +139,7 @@ class Governor:
         state = self.holder.current
         if state.catalog is None:
             return Refuse("57P03", "pgveil has not loaded the database catalog yet; try again shortly")
-        policies = state.policies
-        key = (sql, single, self.holder.generation, self.purpose, self.project,
-               policies.epoch(time.time()) if policies._edges else 0)
+        key = self._verdict_key(state, sql, single)
         known = self._verdicts.get(key)
         if known is not None:
             return known
@@ -153,15 +152,17 @@ class Governor:
 
     def known(self, sql: str, single: bool) -> Forward | Refuse | AskDP | None:
         """The verdict ``judge`` has kept for ``sql`` under the current context, without judging (None: none kept)."""
-        state = self.holder.current
+        return self._verdicts.get(self._verdict_key(self.holder.current, sql, single))
+
+    def _verdict_key(self, state: PolicyState, sql: str, single: bool) -> tuple:
+        """Everything a kept verdict depends on: the text, the policy generation, the context, the validity epoch."""
         policies = state.policies
-        key = (sql, single, self.holder.generation, self.purpose, self.project,
-               policies.epoch(time.time()) if policies._edges else 0)
-        return self._verdicts.get(key)
+        return (sql, single, self.holder.generation, self.purpose, self.project,
+                policies.epoch(time.time()) if policies._edges else 0)
 
     def _judge(self, state: PolicyState, sql: str, transaction_status: str, single: bool) -> tuple[Forward | Refuse | AskDP, bool]:
         """The verdict, and whether it may be reused for the same text (settings change state: never)."""
-        verdicts = rewrite_statements(sql, self._context(state))
+        verdicts = rewrite_statements(sql, self.context(state))
         if single and len(verdicts) > 1:
             return Refuse("42601", "cannot insert multiple commands into a prepared statement"), True
         if len(verdicts) == 1:  # the usual case, without the generic checks below

@@ -16,76 +16,51 @@ Describe, Execute, Sync and Flush pass too. Any other message (a new shape, Clos
 a FunctionCall...) returns the session to the event loop at that message, as does any policy
 swap (the lane's generation is then old) and the next edge of a policy's validity window.
 ``absorb`` folds what the lane did into the session.
-No I/O; the server decides when (``proxy/server.py``).
+No I/O; ``proxy/handoff.py`` decides when.
 """
 from __future__ import annotations
 
-import bisect
-import math
 import time
 
 from rewrite import shapes
 
-from ..wire import frontend as fe
-from .governor import Forward
-
-# Per lane, at most: the C side searches these linearly (by hash), once per message.
-MAX_TEMPLATES = 32
+# Per lane, at most (the C side searches these linearly, by hash, once per message); templates: one per
+# shape the session keeps (GovernedRelay.RECENT_SHAPES).
 MAX_PARSES = 64
 MAX_BINDS = 256
 
 
-def lane_tables(governed) -> tuple[float, list, list, list] | None:
+def lane_tables(governed, queries: bool = True) -> tuple[float, list, list, list] | None:
     """(valid_until, templates, parses, binds) for ``Core.add``'s lane, or None when the session must stay on the loop.
 
-    ``valid_until``: the first edge of a policy's validity window after now (time.time()), where
-    verdicts may change with the clock alone; taken before the tables, so none outlives its epoch.
+    ``valid_until``: when the current validity interval of the policies ends (verdicts may change
+    with the clock alone then); read before the tables, so none outlives its interval.
+    ``queries``: whether the relay thread can pass Query texts at all (else no templates).
     """
     if not governed.can_leave():
         return None
     governor = governed.governor
     state = governor.holder.current
-    edges = state.policies._edges
-    now = time.time()
-    at = bisect.bisect_right(edges, now)
-    valid_until = edges[at] if at < len(edges) else math.inf
-    ctx = governor._context(state)
-    templates, seen = [], set()
-    for sql in reversed(governed.recent_queries):  # newest first
-        found = shapes.template_of(sql, ctx)
-        if found is None or found[0] in seen:
-            continue
-        key, template = found
-        seen.add(key)
-        templates.append((key.encode(), tuple(s.encode() for s in template.segments), template.order))
-        if len(templates) >= MAX_TEMPLATES:
-            break
+    valid_until = state.policies.next_edge(time.time())
+    templates = []
+    if queries:
+        ctx = governor.context(state)
+        for sql in reversed(governed.recent_shapes.values()):  # most recent first
+            found = shapes.template_of(sql, ctx)
+            if found is not None:
+                key, template = found
+                templates.append((key.encode(), tuple(s.encode() for s in template.segments), template.order))
     key = governor.context_key()
-    prepared = governed.prepared
-    protocol = prepared.protocol
-    binds = [name.encode() for name, under in protocol.items() if under == key][:MAX_BINDS]
-    parses = []
-    for body, entry in reversed(governed._parses.items()):
-        msg, ops = entry[0], entry[1]
-        if ops or protocol.get(msg.name) != key:
-            continue  # SQL-level PREPARE/EXECUTE, or a statement not (or no longer) prepared under this context
-        if msg.name and prepared.sources.get(msg.name) != (msg.query, msg.param_types):
-            continue  # the name was prepared from another text: this Parse would change what a re-prepare uses
-        verdict = governor.known(msg.query, True)
-        if type(verdict) is not Forward:
-            continue
-        parses.append((body, fe.Parse(msg.name, verdict.sql, msg.param_types).encode()))
-        if len(parses) >= MAX_PARSES:
-            break
-    return valid_until, templates, parses, binds
+    binds = [name.encode() for name, under in governed.prepared.protocol.items() if under == key][:MAX_BINDS]
+    return valid_until, templates, governed.lane_parses(MAX_PARSES), binds
 
 
-def absorb(session, in_flight: int, status: str, syncs: int, readies: int, parse_open: int) -> None:
-    """What the lane did, as the session's own counters would have it had it relayed those messages."""
+def absorb(session, back) -> None:
+    """What the lane did (``relay_thread.Returned``), as the session's own counters would have it."""
     governed = session.governed
-    session.in_flight = in_flight
-    session.transaction_status = status
-    governed.syncs_sent += syncs
-    governed.ready_received += readies
-    if parse_open >= 0:
-        governed.swallow.client_sent(b"P" if parse_open else b"S")
+    session.in_flight = back.in_flight
+    session.transaction_status = back.status
+    governed.syncs_sent += back.syncs
+    governed.ready_received += back.readies
+    if back.parse_open >= 0:
+        governed.swallow.lane_passed(bool(back.parse_open))

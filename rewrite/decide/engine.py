@@ -59,6 +59,11 @@ class PolicySet:
         """Which validity interval ``now`` is in: decisions are cached per interval."""
         return bisect.bisect_right(self._edges, now) if self._edges else 0
 
+    def next_edge(self, now: float) -> float:
+        """When the interval ``now`` is in ends (a validity window opens or closes); inf if never."""
+        at = bisect.bisect_right(self._edges, now)
+        return self._edges[at] if at < len(self._edges) else float("inf")
+
     def clear_cache(self) -> None:
         self._decisions.clear()
 
