@@ -67,6 +67,18 @@ def clinic_config(path: Path, pg: PgServer, key_file: Path, drop_policies: tuple
 CLINIC_PASSWORDS = {name: f"{name}-pw" for name in ("alice", "bob", "dana", "carol", "erin", "root")}
 
 
+def clinic_ready(pg: PgServer, directory: Path, **config) -> Path:
+    """The clinic tables loaded and a config for them in ``directory`` (skips without the example config)."""
+    import asyncio
+
+    import pytest
+
+    if not EXAMPLE.exists():
+        pytest.skip("../shared/docs/pgveil.example.yaml is absent")
+    asyncio.run(create_clinic(pg))
+    return clinic_config(directory / "pgveil.yaml", pg, directory / "master.key", **config)
+
+
 def clinic_env(pg: PgServer) -> dict[str, str]:
     import os
 

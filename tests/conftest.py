@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 
 import asyncpg
@@ -89,17 +88,13 @@ def governed_proxy(pg, tmp_path_factory):
     from proxy.config import load_config
     from proxy.runner import build_settings, refresh_catalog, reload_config
 
-    from .clinic_fixture import EXAMPLE, clinic_config, clinic_env, create_clinic
+    from .clinic_fixture import clinic_env, clinic_ready
     from .pgfixture import ProxyThread
 
-    if not EXAMPLE.exists():
-        pytest.skip("../shared/docs/pgveil.example.yaml is absent")
-    asyncio.run(create_clinic(pg))
-    d = tmp_path_factory.mktemp("lane")
-    path = clinic_config(d / "pgveil.yaml", pg, d / "master.key", drop_policies=("dp-visits",))
-    saved = dict(os.environ)
-    os.environ.update(clinic_env(pg))
-    try:
+    path = clinic_ready(pg, tmp_path_factory.mktemp("lane"), drop_policies=("dp-visits",))
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in clinic_env(pg).items():
+            env.setenv(name, value)
         settings_ = build_settings(load_config(path))
         p = ProxyThread(settings_)
         asyncio.run_coroutine_threadsafe(refresh_catalog(settings_), p.loop).result(30)
@@ -107,6 +102,3 @@ def governed_proxy(pg, tmp_path_factory):
         p.path = path
         yield p
         p.stop()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)

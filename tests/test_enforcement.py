@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import yaml
 
-from .clinic_fixture import CLINIC_PASSWORDS, EXAMPLE, clinic_config, clinic_env, create_clinic
+from .clinic_fixture import CLINIC_PASSWORDS, EXAMPLE, clinic_env, clinic_ready
 from .pgfixture import TEST_DB
 from .proxyproc import ProxyProcess
 
@@ -25,10 +25,8 @@ EMAILS = ["ann@example.com", "bob@example.com", "cy@example.com"]
 
 @pytest.fixture(scope="module")
 def clinic(pg, tmp_path_factory):
-    asyncio.run(create_clinic(pg))
-    d = tmp_path_factory.mktemp("clinic")
     # DP queries are a later issue: without dropping dp-visits, visits is unreadable to governed users
-    path = clinic_config(d / "pgveil.yaml", pg, d / "master.key", drop_policies=("dp-visits",))
+    path = clinic_ready(pg, tmp_path_factory.mktemp("clinic"), drop_policies=("dp-visits",))
     proc = ProxyProcess(path, clinic_env(pg))
     yield proc, path
     proc.stop()

@@ -94,6 +94,11 @@ class LaneRig:
             out += piece
         return out
 
+    def backend_query_sql(self) -> str:
+        """The text of the next Query the backend side receives."""
+        head = self.backend_got(5)
+        return fe.query_sql(self.backend_got(struct.unpack("!I", head[1:])[0] - 4))
+
     def backend_idle(self) -> bool:
         return not select.select([self.backend], [], [], 0.05)[0]
 
@@ -154,8 +159,7 @@ def test_the_filled_query_is_the_policy_view_not_the_table(holder):
     rig = LaneRig(s)
     try:
         rig.client.sendall(query(SHAPE % "42"))
-        head = rig.backend_got(5)
-        sql = fe.query_sql(rig.backend_got(struct.unpack("!I", head[1:])[0] - 4))
+        sql = rig.backend_query_sql()
         assert "'-' AS secret" in sql and "id > 0" in sql and sql.endswith("id = 42")
     finally:
         rig.close()
@@ -245,8 +249,7 @@ def test_a_validity_window_edge_ends_what_the_lane_passes(monkeypatch):
     rig = LaneRig(s)
     try:
         rig.client.sendall(query(SHAPE % "2"))
-        head = rig.backend_got(5)
-        assert b"'-' AS secret" in rig.backend_got(struct.unpack("!I", head[1:])[0] - 4)  # still masked
+        assert "'-' AS secret" in rig.backend_query_sql()  # still masked
         time.sleep(max(0.0, end.timestamp() - time.time()) + 0.05)
         rig.client.sendall(query(SHAPE % "3"))
         client_bytes, _, _ = rig.take_back()  # judged again on the loop, where the mask is over

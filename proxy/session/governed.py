@@ -41,6 +41,14 @@ class NeedsDP(Exception):
         self.plan = plan
 
 
+def _encoded(entry: list, verdict: Forward) -> bytes:
+    """The Parse a kept Parse entry sends under ``verdict``, encoded once per verdict object (the governor keeps them)."""
+    if entry[2] is not verdict:
+        msg = entry[0]
+        entry[2], entry[3] = verdict, fe.Parse(msg.name, verdict.sql, msg.param_types).encode()
+    return entry[3]
+
+
 def _stale(name: str) -> Refuse:
     return Refuse("26000", f'prepared statement "{name}" was prepared under a different policy or purpose; '
                            "prepare it again")
@@ -131,7 +139,8 @@ class GovernedRelay:
             if isinstance(verdict, Forward):
                 if ops:
                     self.prepared.after_sql(sql, self.governor.context_key(), ops)
-                self._remember_shape(sql)
+                if self.audit is None:  # an audited session never goes to a lane: no key to compute
+                    self._remember_shape(sql)
                 out = fe.query_message(verdict.sql)
             else:
                 out = self._stand_in_query(verdict)
@@ -197,9 +206,7 @@ class GovernedRelay:
             self.prepared.after_sql(msg.query, key, ops)
         if self._dp_plan is not None and msg.name:
             self.dp_statements[msg.name] = DPStatement(self._dp_plan, msg.param_types, self._dp_expiry(self._dp_plan))
-        if entry[2] is not verdict:  # the same verdict object (the governor's cache) encodes the same
-            entry[2], entry[3] = verdict, fe.Parse(msg.name, verdict.sql, msg.param_types).encode()
-        return entry[3]
+        return _encoded(entry, verdict)
 
     def _remember_shape(self, sql: str) -> None:
         shape = shapes.fast_shape(sql)
@@ -229,9 +236,7 @@ class GovernedRelay:
             verdict = governor.known(msg.query, True)
             if type(verdict) is not Forward:
                 continue
-            if entry[2] is not verdict:
-                entry[2], entry[3] = verdict, fe.Parse(msg.name, verdict.sql, msg.param_types).encode()
-            out.append((body, entry[3]))
+            out.append((body, _encoded(entry, verdict)))
             if len(out) >= limit:
                 break
         return out

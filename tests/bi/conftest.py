@@ -7,7 +7,6 @@ the clinic tables), root (unrestricted).
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 
@@ -16,7 +15,7 @@ import pytest
 
 from proxy.embedded import embedded_binary
 
-from ..clinic_fixture import CLINIC_PASSWORDS, EXAMPLE, clinic_config, clinic_env, create_clinic
+from ..clinic_fixture import CLINIC_PASSWORDS, clinic_env, clinic_ready
 from ..pgfixture import TEST_DB
 from ..proxyproc import ProxyProcess
 
@@ -25,11 +24,7 @@ CLINIC_TABLES = ("patients", "claims", "visits")
 
 @pytest.fixture(scope="package")
 def bi_proxy(pg, tmp_path_factory):
-    if not EXAMPLE.exists():
-        pytest.skip("../shared/docs/pgveil.example.yaml is absent")
-    asyncio.run(create_clinic(pg))
-    d = tmp_path_factory.mktemp("bi")
-    path = clinic_config(d / "pgveil.yaml", pg, d / "master.key")
+    path = clinic_ready(pg, tmp_path_factory.mktemp("bi"))
     proc = ProxyProcess(path, clinic_env(pg))
     yield proc
     proc.stop()
