@@ -189,6 +189,7 @@ def _connection(governed: bool, audit: bool, mode: str):
     backend.client = None
     backend._relay = None
     backend._client_write = None
+    backend._after_write = None
     backend._ssl_answer = None
     conn.backend = backend
     conn._apply(s.handle(ev.BackendConnected([], be.BackendKeyData(99, b"\x00\x00\x00\x07"), [])))
